@@ -1,0 +1,245 @@
+"""Typed, frozen experiment configuration with strict parsing and dotted overrides.
+
+Values layer as dataclass defaults < YAML file < ``--set a.b=value``. ``from_dict`` rejects any
+unknown key and any value of the wrong type with a :class:`ConfigError` naming the dotted path.
+Semantic checks that need the registries (known names, hyper-parameter names) live in
+:func:`lt_ray.experiment.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from lt_ray.errors import ConfigError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig:
+    """Shape of the ``synthetic`` dataset (ignored by the CIFAR datasets)."""
+
+    num_classes: int = 10
+    n_max: int = 100  # training images of the head class before the long-tail subset
+    image_size: int = 16  # pixels per side
+    test_per_class: int = 20  # balanced official-test images per class
+    noise: float = 0.35  # pixel noise std on a [0, 1] scale; larger = harder
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    dataset: str = "cifar10"  # cifar10 | cifar100 | synthetic
+    root: str | None = None  # None: --data-root, then $LT_RAY_DATA, then the user cache
+    imb_type: str = "exp"  # exp | step | none
+    imb_factor: float = 100.0  # n_max / n_min, >= 1 (100 means 5000 -> 50 on CIFAR-10)
+    split_seed: int = 0  # seeds the kept subset and the val/test split (private RNG)
+    val_fraction: float = 0.5  # share of each class of the official test set used as val
+    download: bool = True  # torchvision download when the files are missing
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    arch: str = "resnet32"  # resnet20 | resnet32 | resnet44 | resnet56
+    head: str | None = None  # linear | normed; None: the method's recipe decides
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    name: str = "ce"  # a registered method (`lt-ray list`)
+    loss: str | None = None  # None: the recipe's loss
+    rule: str | None = None  # None: the recipe's train rule
+    loss_args: dict[str, Any] = field(default_factory=dict)  # loss hyper-parameters
+    rule_args: dict[str, Any] = field(default_factory=dict)  # train-rule hyper-parameters
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup on every batch; 0 disables
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    lr: float = 0.1  # peak learning rate (batch 128)
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = False
+    schedule: str = "step"  # step | cosine | constant
+    warmup_epochs: int = 5  # linear warmup; capped at epochs // 10 for short runs
+    milestones: tuple[float, ...] = (0.8, 0.9)  # step schedule: fractions of the epochs
+    decay: tuple[float, ...] = (0.01, 0.0001)  # lr multiplier from each milestone on
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    eval_every: int = 1  # evaluate val and test every N epochs (and always at the last)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto = bf16 where supported
+    channels_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    sampler: str = "instance"  # instance | class_balanced | sqrt | class_aware | effective
+    crop_padding: int = 4  # random crop with this zero padding; 0 disables
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side of one cutout square in pixels; 0 disables
+    checkpoint_every: int = 1  # write the resumable checkpoint every N epochs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    seed: int = 0  # model init, sampling and augmentation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> ExperimentConfig:
+        return from_dict(cls, raw or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
+        """A copy with dotted-key overrides applied (``{"optim.lr": 0.05}``)."""
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(raw, key, value)
+        return ExperimentConfig.from_dict(raw)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain dict/list/scalars (YAML- and JSON-safe) of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type[C], raw: Any, path: str = "") -> C:
+    """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(raw, dict):
+        where = path or "the config"
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}: {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{dotted}'{hint} (valid keys here: {', '.join(names)})"
+            )
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(path, "a list", value)
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(path, "a mapping", value)
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(path, "true or false", value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _type_error(path, "an integer", value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(path, "a number", value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(path, "a string", value)
+    raise ConfigError(f"{path}: unsupported config type {tp}")  # pragma: no cover
+
+
+def _type_error(path: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"config key '{path}' must be {expected}, got {value!r}")
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``dotted = "a.b"``, creating mappings on the way."""
+    parts = dotted.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{'.'.join(parts[: i + 1])}' is a value, not a section: {dotted}")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=0.05), got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML mapping; syntax errors name the file and line."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"YAML syntax error at {where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a YAML mapping at the top level")
+    return data
