@@ -1,0 +1,122 @@
+"""Checkpoints: format version, config, class counts and state dicts; safe loading.
+
+Files are written atomically (temp file + rename) and read with ``weights_only=True``. State
+dicts from other code bases (``module.`` prefixes of DataParallel, ``fc``/``linear`` heads) are
+mapped onto lt-ray's names; real mismatches are explained.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lt_ray.errors import CheckpointError
+
+FORMAT_VERSION = 1
+HEAD_ALIASES = ("fc.", "linear.", "classifier.")
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, *, config: dict[str, Any], class_counts: list[int],
+                    state_dict: dict[str, torch.Tensor], **extra: Any) -> None:
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "config": config,
+            "class_counts": [int(c) for c in class_counts],
+            "state_dict": state_dict,
+            **extra,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load an lt-ray checkpoint or a bare state dict from another code base.
+
+    A bare state dict (or ``{"state_dict": ...}`` without our keys) comes back as
+    ``{"format_version": None, "state_dict": ...}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]} "
+            "(the file is truncated, corrupt or not a torch checkpoint; re-create it)"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    if "format_version" in obj:
+        if obj["format_version"] != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path} has format version {obj['format_version']}, this lt-ray "
+                f"reads version {FORMAT_VERSION}"
+            )
+        return obj
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    return {"format_version": None, "state_dict": state}
+
+
+def map_foreign_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` prefixes and rename ``fc.``/``linear.`` heads to ``head.``."""
+    mapped = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        for alias in HEAD_ALIASES:
+            if key.startswith(alias):
+                key = "head." + key[len(alias):]
+        mapped[key] = value
+    return mapped
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load ``state`` into ``module`` strictly, explaining any mismatch in one message."""
+    state = map_foreign_keys(state)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    head = next((k for k in shapes if k.startswith("head.weight")), None)
+    if head is not None:
+        problems.append(f"class count or head type differs ({head})")
+    elif shapes:
+        problems.append("shapes differ: " + "; ".join(shapes[:3]))
+    if missing:
+        problems.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:3])})")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {source} does not match the model: {'; '.join(problems)}. "
+            "Use the same model.arch, model.head and dataset as the run that wrote it."
+        )
+    module.load_state_dict(state)

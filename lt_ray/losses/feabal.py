@@ -1,0 +1,76 @@
+"""Feature-balanced loss, FBL (FeaBal; repo juyongjiang/FBL ``loss.py``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lt_ray.errors import ConfigError
+from lt_ray.losses.base import LOSSES, LTLoss
+
+
+class FeaBalLoss(LTLoss):
+    """FeaBal, the FBL paper's loss (METHODS.md §4).
+
+    Per-class strength ``δ_j = (log n_max − log n_j)/(log n_max − log n_min)`` (0 for the head,
+    1 for the rarest class; all 0 when every count is equal). Every logit is shifted by the
+    sample's feature norm, ``z'_ij = z_ij − curr·λ·δ_j/‖f_i‖₂``, and the loss is
+    ``CE(z', y, weight)`` (train-rule class weights as in ``F.cross_entropy``). Gradients flow
+    through ``‖f_i‖₂`` too; the norm is clamped at 1e-12 so all-zero features stay finite.
+
+    Curriculum (FBL ``train.py``): ``set_epoch(e, E)`` sets ``curr = (e/(E − 10))²`` for the
+    0-indexed epoch ``e``, which exceeds 1 in the last 10 epochs. For ``E ≤ 10`` the denominator
+    is ``max(E − 10, 1)``, a guard of ours. ``curr`` starts at 0 (FBL's epoch 0). Without the
+    curriculum ``curr = 1`` always. At inference use the raw logits (FBL's ``curr = 0``).
+
+    Args:
+        class_counts: training samples per class, [C].
+        lambda_: strength λ of the feature-norm margin, in logit units × feature-norm units
+            (YAML key ``lambda``).
+        curriculum: ramp ``curr`` quadratically over the epochs (True) or keep it at 1 (False).
+    """
+
+    needs_features = True
+
+    def __init__(self, class_counts: torch.Tensor, *, lambda_: float, curriculum: bool) -> None:
+        super().__init__(class_counts)
+        if lambda_ < 0:
+            raise ConfigError(f"feabal loss: lambda must be >= 0, got {lambda_}")
+        log_n = torch.log(self.class_counts)
+        span = log_n.max() - log_n.min()
+        delta = (log_n.max() - log_n) / span if bool(span > 0) else torch.zeros_like(log_n)
+        self.register_buffer("delta", delta, persistent=False)
+        self.lambda_ = float(lambda_)
+        self.curriculum = bool(curriculum)
+        self.curr = 0.0 if self.curriculum else 1.0
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Set ``curr = (epoch / max(num_epochs − 10, 1))²`` (1 without the curriculum)."""
+        if self.curriculum:
+            self.curr = (epoch / max(num_epochs - 10, 1)) ** 2
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        features: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if features is None:
+            raise ValueError(
+                "feabal loss needs the pooled features: call loss(logits, targets, "
+                "features=f) with f of shape [B, D]"
+            )
+        norms = features.float().flatten(1).norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+        adjusted = logits.float() - (self.curr * self.lambda_) * self.delta / norms
+        w = None if weight is None else weight.float()
+        return F.cross_entropy(adjusted, targets, weight=w)
+
+
+@LOSSES.register("feabal")
+def feabal(
+    class_counts: torch.Tensor, *, lambda_: float = 60.0, curriculum: bool = True
+) -> LTLoss:
+    """FeaBal with FBL's default λ = 60 and its quadratic curriculum."""
+    return FeaBalLoss(class_counts, lambda_=lambda_, curriculum=curriculum)

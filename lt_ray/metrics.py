@@ -1,0 +1,84 @@
+"""Per-class recall and the long-tail summary metrics; every metric name is defined here.
+
+All values are fractions in [0, 1]. ``gm``/``hm`` use the raw definition: one class with zero
+recall makes both 0 (:func:`summarize` with ``eps`` gives the BTM variant, which replaces zero
+recalls with ``eps`` first). Shot groups follow the train-count rule of PaCo/RIDE: many > 100,
+medium 20..100, few < 20 training images; a group with no class is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SPLITS: tuple[str, ...] = ("train", "val", "test", "fulltest")
+METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr", "many", "medium", "few")
+EVAL_SPLITS: tuple[str, ...] = ("val", "test", "fulltest")
+MANY_MIN_COUNT = 100  # a class with more training images than this is "many"
+FEW_MAX_COUNT = 20  # a class with fewer training images than this is "few"
+
+
+def metric_name(split: str, metric: str) -> str:
+    """The flat name used by the loop, the CLI, Ray reports and Parquet: ``val_hm``."""
+    if split not in SPLITS or metric not in METRICS:
+        raise KeyError(f"unknown split/metric {split!r}/{metric!r}")
+    return f"{split}_{metric}"
+
+
+ALL_NAMES: tuple[str, ...] = tuple(metric_name(s, m) for s in EVAL_SPLITS for m in METRICS)
+
+
+def per_class_recall(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Recall of each class: correct predictions of class j / samples of class j (NaN if none)."""
+    preds = preds.detach().to("cpu", torch.int64)
+    targets = targets.detach().to("cpu", torch.int64)
+    total = torch.bincount(targets, minlength=num_classes).double()
+    correct = torch.bincount(targets[preds == targets], minlength=num_classes).double()
+    recall = torch.where(total > 0, correct / total.clamp_min(1), torch.nan)
+    return recall.numpy()
+
+
+def shot_masks(train_counts: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    counts = np.asarray(train_counts)
+    return {
+        "many": counts > MANY_MIN_COUNT,
+        "medium": (counts >= FEW_MAX_COUNT) & (counts <= MANY_MIN_COUNT),
+        "few": counts < FEW_MAX_COUNT,
+    }
+
+
+def summarize(
+    recall: np.ndarray, train_counts: np.ndarray | torch.Tensor, eps: float = 0.0
+) -> dict[str, float]:
+    """acc, gm, hm, lr, many, medium, few from a per-class recall vector.
+
+    ``acc`` here is the mean per-class recall, which equals top-1 accuracy on a balanced split;
+    :func:`split_metrics` reports the plain top-1 accuracy.
+    """
+    r = np.asarray(recall, dtype=np.float64)
+    present = ~np.isnan(r)
+    rp = r[present]
+    if eps > 0:
+        rp = np.where(rp == 0, eps, rp)
+    out = {
+        "acc": float(rp.mean()),
+        "gm": 0.0 if (rp == 0).any() else float(math.exp(np.log(rp).mean())),
+        "hm": 0.0 if (rp == 0).any() else float(len(rp) / np.sum(1.0 / rp)),
+        "lr": float(rp.min()),
+    }
+    for group, mask in shot_masks(train_counts).items():
+        sel = r[mask & present]
+        out[group] = float(sel.mean()) if sel.size else float("nan")
+    return out
+
+
+def split_metrics(
+    split: str, preds: torch.Tensor, targets: torch.Tensor, train_counts: torch.Tensor
+) -> tuple[dict[str, float], np.ndarray]:
+    """Flat ``{split}_{metric}`` values and the per-class recall vector for one split."""
+    recall = per_class_recall(preds, targets, len(train_counts))
+    summary = summarize(recall, train_counts.cpu().numpy())
+    summary["acc"] = float((preds.cpu() == targets.cpu()).double().mean())  # top-1 accuracy
+    return {metric_name(split, k): v for k, v in summary.items()}, recall

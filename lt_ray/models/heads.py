@@ -1,0 +1,46 @@
+"""Classifier heads: a plain linear layer and the cosine (NormedLinear) head used by LDAM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lt_ray.registry import Registry
+
+HeadFactory = Callable[[int, int], nn.Module]
+HEADS: Registry[HeadFactory] = Registry("head")
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier: ``cos_ij = <f_i/|f_i|, w_j/|w_j|>`` in [-1, 1] (LDAM-DRW ``use_norm``).
+
+    The weight is stored as [in_features, num_classes] and initialised uniform(-1, 1) with every
+    column renormalised to unit norm. The scale ``s`` is applied by the loss, not here.
+    """
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        weight = torch.empty(in_features, num_classes).uniform_(-1, 1)
+        self.weight = nn.Parameter(weight.renorm(2, 1, 1e-5).mul(1e5))
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+@HEADS.register("linear")
+def linear_head(in_features: int, num_classes: int) -> nn.Module:
+    head = nn.Linear(in_features, num_classes)
+    nn.init.kaiming_normal_(head.weight)
+    return head
+
+
+@HEADS.register("normed")
+def normed_head(in_features: int, num_classes: int) -> nn.Module:
+    return NormedLinear(in_features, num_classes)

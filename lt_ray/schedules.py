@@ -1,0 +1,67 @@
+"""Learning-rate schedules as functions of the epoch and the total epoch count.
+
+The original code bases hard-code steps at epochs 160/180 of 200, which never fire in shorter
+runs; here milestones are fractions of ``num_epochs``. LR is set per epoch, as in LDAM-DRW/FBL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+
+from lt_ray.config import OptimConfig
+from lt_ray.errors import ConfigError
+
+SCHEDULES: dict[str, Callable[[int, int, OptimConfig, int], float]] = {}
+
+
+def warmup_length(cfg: OptimConfig, num_epochs: int) -> int:
+    """Warmup epochs, capped at a tenth of the run so short runs are not all warmup."""
+    return min(cfg.warmup_epochs, num_epochs // 10)
+
+
+def _step(epoch: int, num_epochs: int, cfg: OptimConfig, warmup: int) -> float:
+    # LDAM-DRW: lr * 0.01 once epoch+1 > 160 (of 200), i.e. from 0-indexed epoch 160 on.
+    boundaries = [int(round(m * num_epochs)) for m in cfg.milestones]
+    passed = bisect.bisect_right(boundaries, epoch)
+    return 1.0 if passed == 0 else cfg.decay[passed - 1]
+
+
+def _cosine(epoch: int, num_epochs: int, cfg: OptimConfig, warmup: int) -> float:
+    span = max(num_epochs - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / span))
+
+
+def _constant(epoch: int, num_epochs: int, cfg: OptimConfig, warmup: int) -> float:
+    return 1.0
+
+
+SCHEDULES.update(step=_step, cosine=_cosine, constant=_constant)
+
+
+def lr_factor(epoch: int, num_epochs: int, cfg: OptimConfig) -> float:
+    """Multiplier of ``cfg.lr`` for 0-indexed ``epoch``: linear warmup ``(epoch+1)/warmup``,
+    then the named schedule."""
+    warmup = warmup_length(cfg, num_epochs)
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    return SCHEDULES[cfg.schedule](epoch, num_epochs, cfg, warmup)
+
+
+def validate_schedule(cfg: OptimConfig) -> None:
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(
+            f"optim.schedule={cfg.schedule!r} is unknown (known: {', '.join(SCHEDULES)})"
+        )
+    if len(cfg.milestones) != len(cfg.decay):
+        raise ConfigError(
+            "optim.milestones and optim.decay need the same length "
+            f"(got {len(cfg.milestones)} and {len(cfg.decay)})"
+        )
+    if list(cfg.milestones) != sorted(cfg.milestones) or any(
+        not 0 < m <= 1 for m in cfg.milestones
+    ):
+        raise ConfigError(
+            f"optim.milestones must be increasing fractions in (0, 1], got {cfg.milestones}"
+        )
