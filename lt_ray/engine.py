@@ -1,0 +1,253 @@
+"""THE training loop. Every method trains through :func:`fit`; none forks it.
+
+Per epoch: ``method.on_epoch_start`` -> sampler from the method (train rule) -> for each batch
+``training_step`` -> backward -> SGD step; then evaluation of val and test every
+``train.eval_every`` epochs (and at the last), a report callback and a resumable checkpoint.
+The whole official test set (``fulltest``) is evaluated once at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lt_ray.checkpoint import load_checkpoint, save_checkpoint
+from lt_ray.config import ExperimentConfig, TrainConfig
+from lt_ray.data import DeviceLoader, LTData, Split
+from lt_ray.errors import CheckpointError, ConfigError, TrainingDiverged
+from lt_ray.methods.base import Method
+from lt_ray.metrics import split_metrics
+from lt_ray.schedules import lr_factor
+
+log = logging.getLogger(__name__)
+
+#: ``report(epoch_metrics, checkpoint_path_or_None)`` after every evaluated epoch.
+Reporter = Callable[[dict[str, Any], Path | None], None]
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, Any]  # final flat {split}_{metric}, train_loss, wall time, ...
+    per_class: dict[str, list[float]]  # split -> per-class recall
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). ``auto`` picks bf16 where the hardware runs it natively."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else None
+    if name not in PRECISIONS:
+        raise ConfigError(f"train.precision={name!r} is unknown (auto, fp32, bf16, fp16)")
+    return PRECISIONS[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_split(
+    method: Method, split: Split, data: LTData, train: TrainConfig,
+    device: torch.device, dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Argmax predictions of ``method.predict`` over a split, in large batches."""
+    loader = DeviceLoader(
+        split, batch_size=train.eval_batch_size, mean=data.mean, std=data.std, train=False,
+        channels_last=train.channels_last,
+    )
+    preds = []
+    with autocast(device, dtype):
+        for x, _ in loader:
+            preds.append(method.predict(x).argmax(dim=1))
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
+
+
+def evaluate(
+    method: Method, data: LTData, splits: tuple[str, ...], train: TrainConfig,
+    device: torch.device, dtype: torch.dtype | None,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    was_training = method.training
+    method.eval()
+    flat: dict[str, float] = {}
+    per_class: dict[str, list[float]] = {}
+    for name in splits:
+        split = getattr(data, name)
+        preds = predict_split(method, split, data, train, device, dtype)
+        values, recall = split_metrics(name, preds, split.y, data.class_counts)
+        flat.update(values)
+        per_class[name] = recall.tolist()
+    method.train(was_training)
+    return flat, per_class
+
+
+def build_optimizer(method: Method, cfg: ExperimentConfig) -> torch.optim.SGD:
+    groups = method.param_groups()
+    for group in groups:
+        group["lr_scale"] = group.get("lr_scale", 1.0)
+        group["lr"] = cfg.optim.lr * group["lr_scale"]
+    return torch.optim.SGD(
+        groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+    )
+
+
+def fit(
+    method: Method,
+    data: LTData,
+    cfg: ExperimentConfig,
+    *,
+    report: Reporter | None = None,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``method`` on ``data`` for ``cfg.train.epochs`` and return last-epoch metrics.
+
+    With ``checkpoint_path`` a resumable checkpoint is written atomically every
+    ``train.checkpoint_every`` epochs and at the end; ``resume=True`` continues from it.
+    """
+    train = cfg.train
+    device = method.ctx.device
+    dtype = resolve_precision(train.precision, device)
+    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+    method.to(device=device, memory_format=memory_format)
+    data = data.to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    loader = DeviceLoader(
+        data.train, batch_size=train.batch_size, mean=data.mean, std=data.std, train=True,
+        sampler=train.sampler, class_counts=data.class_counts, crop_padding=train.crop_padding,
+        flip=train.flip, cutout=train.cutout, channels_last=train.channels_last,
+        generator=generator,
+    )
+    optimizer = build_optimizer(method, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{checkpoint_path} is not a resumable lt-ray checkpoint")
+        method.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"].to(generator.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        log.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
+
+    def save(epoch: int) -> Path | None:
+        if checkpoint_path is None:
+            return None
+        save_checkpoint(
+            checkpoint_path, config=cfg.to_dict(), class_counts=data.class_counts.tolist(),
+            state_dict=method.state_dict(), class_names=list(data.class_names), epoch=epoch,
+            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+            generator=generator.get_state(), torch_rng=torch.get_rng_state(), history=history,
+        )
+        return checkpoint_path
+
+    epochs = train.epochs
+    start_time = time.perf_counter()
+    last_eval: dict[str, float] = {}
+    last_per_class: dict[str, list[float]] = {}
+    for epoch in range(start_epoch, epochs):
+        epoch_start = time.perf_counter()
+        method.train()
+        method.on_epoch_start(epoch, epochs)
+        choice = method.sampler()
+        loader.set_sampler(*(choice or (train.sampler, {})))
+        factor = lr_factor(epoch, epochs, cfg.optim)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.optim.lr * factor * group["lr_scale"]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        for step, (x, y) in enumerate(loader):
+            with autocast(device, dtype):
+                out = method.training_step(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += out.loss.detach().float() * len(y)
+            correct += (out.logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if step % NAN_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
+                _diverged(epoch, step, cfg)
+        if not bool(torch.isfinite(loss_sum)):
+            _diverged(epoch, len(loader) - 1, cfg)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": cfg.optim.lr * factor,
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": float(correct) / max(seen, 1),
+            "train_images_per_s": seen / (time.perf_counter() - epoch_start),
+        }
+        last = epoch == epochs - 1
+        evaluated = last or (epoch + 1) % train.eval_every == 0
+        if evaluated:
+            last_eval, last_per_class = evaluate(method, data, ("val", "test"), train, device, dtype)
+            record.update(last_eval)
+        record["epoch_time_s"] = time.perf_counter() - epoch_start
+        history.append(record)
+        ckpt = save(epoch + 1) if last or (epoch + 1) % train.checkpoint_every == 0 else None
+        log.info(_epoch_line(record, epochs))
+        if report is not None and evaluated:
+            report(record, ckpt)
+
+    full, full_per_class = evaluate(method, data, ("fulltest",), train, device, dtype)
+    if start_epoch == epochs and not last_eval:  # resumed a finished run: evaluate once more
+        last_eval, last_per_class = evaluate(method, data, ("val", "test"), train, device, dtype)
+    final = {
+        **{k: v for k, v in history[-1].items() if not k.startswith(("val_", "test_"))},
+        **last_eval,
+        **full,
+        "wall_time_s": time.perf_counter() - start_time,
+        "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
+        "device": str(device),
+    }
+    return FitResult(final, {**last_per_class, **full_per_class}, history)
+
+
+def _diverged(epoch: int, step: int, cfg: ExperimentConfig) -> None:
+    raise TrainingDiverged(
+        f"loss became NaN/inf at epoch {epoch + 1}, step {step} (method {cfg.method.name}, "
+        f"optim.lr={cfg.optim.lr}); lower optim.lr or use train.precision=fp32"
+    )
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}", f"lr {record['lr']:.4g}",
+             f"loss {record['train_loss']:.4f}", f"train_acc {record['train_acc']:.3f}"]
+    for key in ("val_acc", "val_hm", "val_lr", "test_acc"):
+        if key in record and not math.isnan(record[key]):
+            parts.append(f"{key} {record[key]:.3f}")
+    parts.append(f"{record['train_images_per_s']:.0f} img/s")
+    return " | ".join(parts)
+

@@ -1,0 +1,7 @@
+"""Methods: the registered recipes and the Method interface."""
+
+from lt_ray.methods import standard  # noqa: F401  (registers the baselines)
+from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.standard import StandardMethod
+
+__all__ = ["METHODS", "Method", "StandardMethod", "StepOutput"]

@@ -1,0 +1,106 @@
+"""Model + loss + train rule: every single-stage baseline (CE, BSCE, Focal, LDAM-DRW, LADE,
+FBL, re-weighting, re-sampling) is one recipe line, not a loop of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lt_ray.config import ExperimentConfig
+from lt_ray.context import LTContext
+from lt_ray.data import mixup
+from lt_ray.losses import LTLoss, build_loss
+from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.models import CifarResNet, build_model
+from lt_ray.rules import TrainRule, build_rule
+
+
+class StandardMethod(Method):
+    """One network trained end to end with ``loss``; ``rule`` sets weights / sampler per epoch.
+
+    ``mixup_alpha > 0`` mixes every batch (MiSLAS stage 1): ``lam*L(z, y_a) + (1-lam)*L(z, y_b)``.
+    Prediction is the raw logits of the network (cosines for a normed head).
+    """
+
+    def __init__(
+        self,
+        ctx: LTContext,
+        model: CifarResNet,
+        loss: LTLoss,
+        rule: TrainRule,
+        mixup_alpha: float = 0.0,
+    ) -> None:
+        super().__init__(ctx)
+        self.model = model
+        self.loss = loss
+        self.rule = rule
+        self.mixup_alpha = mixup_alpha
+        self._weight: torch.Tensor | None = None
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        super().on_epoch_start(epoch, num_epochs)
+        self.loss.set_epoch(epoch, num_epochs)
+        weight = self.rule.class_weights(epoch, num_epochs)
+        self._weight = None if weight is None else weight.to(self.ctx.device)
+
+    def sampler(self) -> tuple[str, dict[str, Any]] | None:
+        return self.rule.sampler(self.epoch, self.num_epochs)
+
+    def training_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        if self.mixup_alpha > 0:
+            x, y_a, y_b, lam = mixup(x, y, self.mixup_alpha)
+        features = self.model.features(x)
+        logits = self.model.head(features)
+        kwargs = {
+            "features": features if self.loss.needs_features else None,
+            "weight": self._weight,
+        }
+        if self.mixup_alpha > 0:
+            loss = lam * self.loss(logits, y_a, **kwargs) + (1 - lam) * self.loss(
+                logits, y_b, **kwargs
+            )
+        else:
+            loss = self.loss(logits, y, **kwargs)
+        return StepOutput(loss, logits, {})
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str) -> None:
+    """Register method ``name``: a StandardMethod with these defaults (config may override)."""
+
+    def factory(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+        model = build_model(cfg.model.arch, ctx.num_classes, head=cfg.model.head or head)
+        counts = ctx.class_counts
+        return StandardMethod(
+            ctx,
+            model,
+            build_loss(cfg.method.loss or loss, counts, **cfg.method.loss_args),
+            build_rule(cfg.method.rule or rule, counts, **cfg.method.rule_args),
+            mixup_alpha=cfg.method.mixup_alpha,
+        )
+
+    factory.__doc__ = doc
+    METHODS.add(name, factory, loss=loss, rule=rule, head=head)
+
+
+_recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")
+_recipe("bsce", loss="bsce", doc="Balanced softmax CE (Ren et al. 2020): CE(z + log n, y).")
+_recipe("focal", loss="focal", doc="Focal loss (Lin et al. 2017), gamma=1 as in LDAM-DRW.")
+_recipe(
+    "ldam_drw",
+    loss="ldam",
+    rule="drw",
+    head="normed",
+    doc="LDAM margins on a cosine head + deferred re-weighting (Cao et al. 2019).",
+)
+_recipe(
+    "lade",
+    loss="lade",
+    doc="LADE (Hong et al. 2021): PriorCE + alpha * ReMINE term, on the standard ResNet-32.",
+)
+_recipe("feabal", loss="feabal", doc="Feature-balanced loss (FBL) with its curriculum.")
+_recipe("reweight_ce", loss="ce", rule="reweight", doc="CE with effective-number weights.")
+_recipe("resample_ce", loss="ce", rule="resample", doc="CE with effective-number resampling.")

@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+
+from lt_ray.data import build_dataset
+from lt_ray.engine import fit, resolve_precision
+from lt_ray.errors import TrainingDiverged
+from lt_ray.experiment import build_method, run, seed_everything
+from lt_ray.methods import METHODS
+
+
+def test_synthetic_run_learns(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(
+        {"train.epochs": 10, "optim.lr": 0.05, "data.synthetic.n_max": 100}
+    )
+    result = run(cfg, tmp_path / "out")
+    assert len(result.history) == 10
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.metrics["test_acc"] > 0.6  # 4 classes: chance is 0.25
+    assert result.metrics["fulltest_acc"] == pytest.approx(
+        (result.metrics["val_acc"] + result.metrics["test_acc"]) / 2, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_trains_one_epoch(tiny_cfg, name):
+    cfg = tiny_cfg.replace({"method.name": name, "train.epochs": 1})
+    result = run(cfg, None)
+    for key in ("val_acc", "test_hm", "fulltest_lr"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+    assert math.isfinite(result.metrics["train_loss"])
+
+
+def test_nan_loss_stops_with_a_specific_error(tiny_cfg):
+    cfg = tiny_cfg.replace({"optim.lr": 1e30, "train.epochs": 3})
+    with pytest.raises(TrainingDiverged, match="NaN/inf at epoch"):
+        run(cfg, None)
+
+
+def test_eval_every_and_report_callback(tiny_cfg):
+    cfg = tiny_cfg.replace({"train.epochs": 3, "train.eval_every": 2})
+    seen = []
+    result = run(cfg, None, report=lambda rec, ck: seen.append(rec["epoch"]))
+    assert seen == [2, 3]
+    assert "val_acc" not in result.history[0] and "val_acc" in result.history[1]
+
+
+def test_resume_after_interruption_gives_the_same_result(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace({"train.epochs": 3})
+    straight = run(cfg, tmp_path / "a")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record, ckpt):
+        if record["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(cfg, tmp_path / "b", report=stop_after_two)
+    resumed = run(cfg, tmp_path / "b", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.metrics["test_acc"] == straight.metrics["test_acc"]
+    assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"])
+
+
+def test_bf16_autocast_on_cpu_trains(tiny_cfg):
+    if resolve_precision("auto", torch.device("cpu")) is None:
+        pytest.skip("no native bf16 on this CPU")
+    cfg = tiny_cfg.replace({"train.precision": "bf16", "train.epochs": 1})
+    assert run(cfg, None).metrics["precision"] == "bfloat16"
+
+
+def test_resample_rule_changes_the_sampler(tiny_cfg):
+    cfg = tiny_cfg.replace({"method.name": "resample_ce"})
+    data = build_dataset(cfg.data)
+    seed_everything(0)
+    method = build_method(cfg, data, torch.device("cpu"))
+    method.on_epoch_start(0, 2)
+    assert method.sampler() == ("effective", {"beta": 0.9999})
+
+
+def test_fit_without_out_dir_writes_nothing(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = build_dataset(tiny_cfg.data)
+    method = build_method(tiny_cfg, data, torch.device("cpu"))
+    fit(method, data, tiny_cfg.replace({"train.epochs": 1}))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from lt_ray.config import OptimConfig
+from lt_ray.errors import ConfigError
+from lt_ray.rules import build_rule, effective_number_weights
+from lt_ray.schedules import lr_factor, validate_schedule
+
+
+def test_step_schedule_matches_ldam_drw_at_200_epochs():
+    cfg = OptimConfig()  # warmup 5, x0.01 from epoch 160, x1e-4 from 180 (0-indexed)
+    factors = [lr_factor(e, 200, cfg) for e in range(200)]
+    assert factors[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert factors[5] == factors[159] == 1.0
+    assert factors[160] == factors[179] == pytest.approx(0.01)
+    assert factors[180] == factors[199] == pytest.approx(1e-4)
+
+
+def test_step_schedule_scales_with_short_runs():
+    factors = [lr_factor(e, 20, OptimConfig()) for e in range(20)]
+    assert factors[:2] == pytest.approx([0.5, 1.0])  # warmup capped at epochs // 10
+    assert factors[15] == 1.0 and factors[16] == pytest.approx(0.01)
+    assert factors[18] == pytest.approx(1e-4)
+
+
+def test_cosine_schedule_goes_from_one_to_near_zero():
+    cfg = OptimConfig(schedule="cosine", warmup_epochs=0)
+    factors = [lr_factor(e, 10, cfg) for e in range(10)]
+    assert factors[0] == 1.0
+    assert factors[5] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+
+
+def test_bad_schedules_are_rejected():
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        validate_schedule(OptimConfig(schedule="poly"))
+    with pytest.raises(ConfigError, match="same length"):
+        validate_schedule(OptimConfig(milestones=(0.5,), decay=(0.1, 0.01)))
+
+
+def test_effective_number_weights_sum_to_num_classes_and_favour_tail():
+    counts = torch.tensor([5000, 500, 50])
+    w = effective_number_weights(counts, 0.9999)
+    assert w.sum().item() == pytest.approx(3.0, rel=1e-6)
+    expected = (1 - 0.9999) / (1 - 0.9999 ** counts.double())
+    torch.testing.assert_close(w.double(), expected / expected.sum() * 3, rtol=1e-5, atol=1e-6)
+    assert w[2] > w[1] > w[0]
+    assert torch.allclose(effective_number_weights(counts, 0.0), torch.ones(3))
+
+
+def test_drw_switches_at_fraction_of_epochs():
+    rule = build_rule("drw", torch.tensor([100, 10]))
+    assert rule.class_weights(159, 200) is None
+    assert rule.class_weights(160, 200) is not None
+    short = build_rule("drw", torch.tensor([100, 10]), start_fraction=0.5)
+    assert short.class_weights(4, 10) is None and short.class_weights(5, 10) is not None
+
+
+def test_reweight_resample_none():
+    counts = torch.tensor([100, 10])
+    assert build_rule("reweight", counts).class_weights(0, 10) is not None
+    assert build_rule("resample", counts).sampler(0, 10) == ("effective", {"beta": 0.9999})
+    none = build_rule("none", counts)
+    assert none.class_weights(0, 10) is None and none.sampler(0, 10) is None
+
+
+def test_rule_errors_name_the_bad_input():
+    with pytest.raises(ConfigError, match="did you mean drw"):
+        build_rule("drww", torch.tensor([1, 2]))
+    with pytest.raises(ConfigError, match="no hyper-parameter 'gamma'"):
+        build_rule("drw", torch.tensor([1, 2]), gamma=1)
+    with pytest.raises(ConfigError, match="beta"):
+        build_rule("reweight", torch.tensor([1, 2]), beta=1.0)
