@@ -181,5 +181,115 @@ def list_cmd() -> None:
     show("methods (method.name)", METHODS.names(), recipe)
 
 
+@main.command()
+@click.argument("space", type=click.Path(dir_okay=False))
+@click.option("--storage", default="results", show_default=True, type=click.Path(),
+              help="Folder (shared storage on a cluster) that holds <storage>/<study>/.")
+@click.option("--name", help="Study name (default: the YAML's name).")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Trials per grid cell.")
+@click.option("--address", help="Join a running Ray cluster (default: $RAY_ADDRESS, else a "
+              "local Ray).")
+@click.option("--resume", is_flag=True, help="Continue the study in <storage>/<study>.")
+@click.option("--smoke", is_flag=True, help="2 trials of 1 epoch in the first grid cell.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; start nothing.")
+@click.option("--no-dashboard", is_flag=True, help="Start the local Ray without its dashboard.")
+@click.option("--optuna-storage", type=click.Path(dir_okay=False),
+              help="Optuna JournalStorage file (for optuna-dashboard).")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Dataset folder (default: $LT_RAY_DATA, then the user cache).")
+@user_errors
+def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
+          address: str | None, resume: bool, smoke: bool, dry_run: bool, no_dashboard: bool,
+          optuna_storage: str | None, data_root: str | None) -> None:
+    """Run the study SPACE (a YAML in search_spaces/) on Ray Tune."""
+    from dataclasses import replace
+
+    from lt_ray.tune.space import load_spec
+
+    setup_logging()
+    spec = load_spec(space)
+    if name:
+        spec = replace(spec, name=name)
+    if num_samples:
+        spec = replace(spec, num_samples=num_samples)
+    if smoke:
+        spec = spec.shrink_for_smoke()
+    if dry_run:
+        click.echo(describe_plan(spec, storage))
+        return
+    run_sweep(spec, storage=storage, address=address, resume=resume,
+              dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root)
+
+
+def describe_plan(spec: Any, storage: str) -> str:
+    import yaml
+
+    from lt_ray.tune.runner import study_dir_for
+
+    cells = spec.cells()
+    lines = [f"study {spec.name}: {len(cells)} grid cell(s) x {spec.num_samples} trials "
+             f"= {len(cells) * spec.num_samples} trials",
+             f"results: {study_dir_for(storage, spec.name)}",
+             f"objective: {', '.join(f'{m} ({o})' for m, o in zip(spec.metrics, spec.modes))}"
+             f"; sampler {spec.sampler}, seed {spec.seed}",
+             f"scheduler: {spec.scheduler}"
+             + (f" (grace {spec.grace_period} epochs)" if spec.scheduler != "none" else ""),
+             f"resources per trial: cpu={spec.cpu:g}, gpu={spec.gpu:g}; at most "
+             f"{spec.max_concurrent} at once (fewer if the cluster is smaller"
+             + (f"; {int(1 / spec.gpu)} trials share one GPU" if 0 < spec.gpu < 1 else "") + ")",
+             "search space:"]
+    lines += [f"  {p.describe()}" for p in spec.params] or ["  (none: fixed config)"]
+    lines.append("grid cells:")
+    lines += [f"  {c.id}: {c.label}" for c in cells]
+    lines.append("base config (resolved):")
+    lines.append(yaml.safe_dump(spec.base, sort_keys=False).rstrip().replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
+              optuna_storage: str | None, data_root: str | None) -> None:
+    """Check study folder and data, start/join Ray, check resources, fit, export, summarize."""
+    import ray
+
+    from lt_ray.data import build_dataset, resolve_root
+    from lt_ray.tune.export import export, summarize
+    from lt_ray.tune.runner import (
+        check_resources, check_study_dir, run_study, start_ray, study_dir_for, write_study_file,
+    )
+
+    study_dir = study_dir_for(storage, spec.name)
+    check_study_dir(study_dir, spec, resume=resume)
+    root = str(resolve_root(None, data_root))
+    for data_cfg in {repr(c.data): c.data for c in map(spec.cell_config, spec.cells())}.values():
+        build_dataset(data_cfg, root)  # download/verify each dataset once, in the driver
+    url = start_ray(address, dashboard=dashboard)
+    try:
+        slots = check_resources(spec)
+        if not resume:
+            write_study_file(study_dir, spec)
+        if url:
+            click.echo(f"Ray dashboard: {url}")
+        click.echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
+                   f"trials, {slots} at once -> {study_dir}")
+        cell_results = run_study(spec, study_dir, resume=resume, data_root=root,
+                                 optuna_storage=optuna_storage)
+        paths, records = export(spec, study_dir, cell_results)
+    finally:
+        ray.shutdown()
+    click.echo(summarize(spec.metrics, spec.modes, records))
+    click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command("export")
+@click.argument("study_dir", type=click.Path(file_okay=False))
+@user_errors
+def export_cmd(study_dir: str) -> None:
+    """(Re)write STUDY_DIR's trials/epochs/per_class Parquet files from its Tune results."""
+    from lt_ray.tune.export import export_study_dir
+
+    paths, records = export_study_dir(Path(study_dir).resolve())
+    click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -3,7 +3,7 @@
 Per epoch: ``method.on_epoch_start`` -> sampler from the method (train rule) -> for each batch
 ``training_step`` -> backward -> SGD step; then evaluation of val and test every
 ``train.eval_every`` epochs (and at the last), a report callback and a resumable checkpoint.
-The whole official test set (``fulltest``) is evaluated once at the end.
+The whole official test set (``fulltest``) is evaluated once, with the last epoch.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from lt_ray.schedules import lr_factor
 
 log = logging.getLogger(__name__)
 
-#: ``report(epoch_metrics, checkpoint_path_or_None)`` after every evaluated epoch.
-Reporter = Callable[[dict[str, Any], Path | None], None]
+#: ``report(epoch_record, checkpoint_path_or_None, per_class_recall)`` after every evaluated
+#: epoch; ``per_class_recall`` maps each evaluated split to its recall vector.
+Reporter = Callable[[dict[str, Any], Path | None, dict[str, list[float]]], None]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+EVAL_PREFIXES = ("val_", "test_", "fulltest_")
 NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
 
 
@@ -212,27 +214,28 @@ def fit(
         last = epoch == epochs - 1
         evaluated = last or (epoch + 1) % train.eval_every == 0
         if evaluated:
-            last_eval, last_per_class = evaluate(method, data, ("val", "test"), train, device, dtype)
+            splits = ("val", "test", "fulltest") if last else ("val", "test")
+            last_eval, last_per_class = evaluate(method, data, splits, train, device, dtype)
             record.update(last_eval)
         record["epoch_time_s"] = time.perf_counter() - epoch_start
         history.append(record)
         ckpt = save(epoch + 1) if last or (epoch + 1) % train.checkpoint_every == 0 else None
         log.info(_epoch_line(record, epochs))
         if report is not None and evaluated:
-            report(record, ckpt)
+            report(record, ckpt, last_per_class)
 
-    full, full_per_class = evaluate(method, data, ("fulltest",), train, device, dtype)
-    if start_epoch == epochs and not last_eval:  # resumed a finished run: evaluate once more
-        last_eval, last_per_class = evaluate(method, data, ("val", "test"), train, device, dtype)
+    if start_epoch == epochs:  # resumed a finished run: evaluate once more
+        last_eval, last_per_class = evaluate(
+            method, data, ("val", "test", "fulltest"), train, device, dtype
+        )
     final = {
-        **{k: v for k, v in history[-1].items() if not k.startswith(("val_", "test_"))},
+        **{k: v for k, v in history[-1].items() if not k.startswith(EVAL_PREFIXES)},
         **last_eval,
-        **full,
         "wall_time_s": time.perf_counter() - start_time,
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "device": str(device),
     }
-    return FitResult(final, {**last_per_class, **full_per_class}, history)
+    return FitResult(final, last_per_class, history)
 
 
 def _diverged(epoch: int, step: int, cfg: ExperimentConfig) -> None:

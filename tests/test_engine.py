@@ -41,7 +41,7 @@ def test_nan_loss_stops_with_a_specific_error(tiny_cfg):
 def test_eval_every_and_report_callback(tiny_cfg):
     cfg = tiny_cfg.replace({"train.epochs": 3, "train.eval_every": 2})
     seen = []
-    result = run(cfg, None, report=lambda rec, ck: seen.append(rec["epoch"]))
+    result = run(cfg, None, report=lambda rec, ck, pc: seen.append(rec["epoch"]))
     assert seen == [2, 3]
     assert "val_acc" not in result.history[0] and "val_acc" in result.history[1]
 
@@ -53,7 +53,7 @@ def test_resume_after_interruption_gives_the_same_result(tiny_cfg, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(record, ckpt):
+    def stop_after_two(record, ckpt, per_class):
         if record["epoch"] == 2:
             raise Stop
 
