@@ -88,6 +88,7 @@ def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = No
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
     else:
+        _probe(address)
         kwargs["address"] = address
     try:
         context = ray.init(**kwargs)
@@ -99,6 +100,23 @@ def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = No
         ) from None
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def _probe(address: str) -> None:
+    """Fail fast on an unreachable ``host:port`` (ray.init would wait for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise LTRayError(
+            f"cannot start or reach Ray at {address}: {exc.strerror or exc} (start a cluster "
+            "with `ray start --head` or `ray up cluster.yaml`, and check --address)"
+        ) from None
 
 
 def check_resources(spec: SweepSpec) -> int:
