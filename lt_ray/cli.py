@@ -71,12 +71,23 @@ def load_config(config: str | None, method: str | None, overrides: tuple[str, ..
     return cfg.replace(changes) if changes else cfg
 
 
-def prepare_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None:
-    """Refuse to mix two runs in one folder unless asked to."""
-    from lt_ray.errors import LTRayError
+def run_outputs(out: Path) -> list[Path]:
     from lt_ray.experiment import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
 
-    outputs = [out / name for name in (METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE)]
+    return [out / name for name in (METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE)]
+
+
+def clear_out_dir(out: Path) -> None:
+    for path in run_outputs(out):
+        path.unlink(missing_ok=True)
+
+
+def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to mix two runs in one folder unless asked to (writes nothing)."""
+    from lt_ray.errors import LTRayError
+    from lt_ray.experiment import CONFIG_FILE
+
+    outputs = run_outputs(out)
     if out.exists() and not out.is_dir():
         raise LTRayError(f"--out {out} is a file; give a folder")
     if not any(p.exists() for p in outputs):
@@ -96,8 +107,6 @@ def prepare_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> No
             f"--out {out} already holds a run ({', '.join(p.name for p in outputs if p.exists())});"
             " pass --overwrite to replace it, --resume to continue it, or choose another folder"
         )
-    for p in outputs:
-        p.unlink(missing_ok=True)
 
 
 @main.command()
@@ -121,8 +130,10 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
     cfg = load_config(config, method, overrides)
     validate(cfg)
     out_dir = Path(out).resolve()
-    prepare_out_dir(out_dir, cfg, overwrite=overwrite, resume=resume)
-    data = build_dataset(cfg.data, data_root)
+    check_out_dir(out_dir, cfg, overwrite=overwrite, resume=resume)
+    data = build_dataset(cfg.data, data_root)  # a data error must not cost the previous run
+    if overwrite:
+        clear_out_dir(out_dir)
     click.echo(
         f"{cfg.method.name} on {data.name}-LT (imb_factor {cfg.data.imb_factor:g}): "
         f"{int(data.class_counts.sum())} train images, {len(data.val)} val, {len(data.test)} test"

@@ -125,3 +125,12 @@ def test_real_cifar10_bsce_one_epoch_has_every_key_and_12406_images(tmp_path):
         for m in METRICS:
             assert f"{split}_{m}" in metrics
     assert len(metrics["per_class_recall"]["fulltest"]) == 10
+
+
+def test_overwrite_with_missing_data_keeps_the_previous_run(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out)).exit_code == 0
+    res = invoke("train", "--set", "data.dataset=cifar10", "--set", "data.download=false",
+                 "--data-root", str(tmp_path / "nowhere"), "--out", str(out), "--overwrite")
+    assert res.exit_code == 2
+    assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
