@@ -41,7 +41,8 @@ def records_for_cell(spec_base: dict[str, Any], study: str, cell: Cell, results:
             status = "early_stopped"
         else:
             status = "running"
-        final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *HISTORY_KEYS, "wall_time_s")}
+        final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *HISTORY_KEYS)}
+        final["wall_time_s"] = _num(metrics.get("time_total_s"))  # Tune's trial wall time
         records.append(TrialRecord(
             study=study, cell=cell.label if cell.values else "",
             trial_id=str(metrics.get("trial_id") or Path(result.path).name),

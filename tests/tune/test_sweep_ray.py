@@ -61,6 +61,7 @@ def test_sweep_runs_trials_records_failures_and_writes_parquet(tmp_path):
                 "device", *ALL_NAMES):
         assert col in trials.columns, col
     assert trials["fulltest_acc"].notna().all() and trials["val_hm"].notna().all()
+    assert (trials["wall_time_s"] > 0).all()
     assert sorted(trials["cfg.optim.momentum"]) == [0.0, 0.0, 0.9, 0.9]
     assert len(epochs) == 4 * 2 and set(epochs.epoch) == {1, 2}
     assert set(per_class.trial_id) == set(trials.trial_id)
