@@ -216,6 +216,7 @@ def fit_cell(spec: SweepSpec, cell: Cell, study_dir: Path, *, resume: bool,
         search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_samples,
         max_concurrent_trials=None if searcher else spec.max_concurrent,
         trial_dirname_creator=short_trial_name, trial_name_creator=short_trial_name,
+        reuse_actors=True,  # a finished trial's worker runs the next one: no new process
     )
     run_config = tune.RunConfig(
         name=cell.id, storage_path=str(study_dir),
