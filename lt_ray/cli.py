@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -241,8 +240,9 @@ def describe_plan(spec: Any, storage: str) -> str:
     lines = [f"study {spec.name}: {len(cells)} grid cell(s) x {spec.num_samples} trials "
              f"= {len(cells) * spec.num_samples} trials",
              f"results: {study_dir_for(storage, spec.name)}",
-             f"objective: {', '.join(f'{m} ({o})' for m, o in zip(spec.metrics, spec.modes))}"
-             f"; sampler {spec.sampler}, seed {spec.seed}",
+             "objective: " + ", ".join(
+                 f"{m} ({o})" for m, o in zip(spec.metrics, spec.modes, strict=True))
+             + f"; sampler {spec.sampler}, seed {spec.seed}",
              f"scheduler: {spec.scheduler}"
              + (f" (grace {spec.grace_period} epochs)" if spec.scheduler != "none" else ""),
              f"resources per trial: cpu={spec.cpu:g}, gpu={spec.gpu:g}; at most "
@@ -265,7 +265,12 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
     from lt_ray.data import build_dataset, resolve_root
     from lt_ray.tune.export import export, summarize
     from lt_ray.tune.runner import (
-        check_resources, check_study_dir, run_study, start_ray, study_dir_for, write_study_file,
+        check_resources,
+        check_study_dir,
+        run_study,
+        start_ray,
+        study_dir_for,
+        write_study_file,
     )
 
     study_dir = study_dir_for(storage, spec.name)

@@ -50,7 +50,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+        raise ConfigError(
+            f"train.device={name!r} is not a device (auto, cpu, cuda, cuda:N)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
     return device

@@ -12,6 +12,11 @@ def invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
+def train_tiny(out, *extra):
+    """One-epoch tiny synthetic run into ``out``."""
+    return invoke("train", *tiny_overrides(), "--set", "train.epochs=1", *extra, "--out", str(out))
+
+
 def test_train_writes_metrics_checkpoint_and_config(tmp_path):
     out = tmp_path / "run"
     res = invoke("train", "--method", "bsce", *tiny_overrides(), "--out", str(out))
@@ -41,7 +46,8 @@ def test_train_writes_metrics_checkpoint_and_config(tmp_path):
         (["--set", "method.rule=drwx"], "unknown train rule 'drwx'"),
         (["--set", "model.arch=resnet33"], "unknown model 'resnet33'"),
         (["--set", "data.dataset=cifar1000"], "unknown dataset 'cifar1000'"),
-        (["--set", "method.loss=focal", "--set", "method.loss_args.gamm=2"], "no hyper-parameter 'gamm'"),
+        (["--set", "method.loss=focal", "--set", "method.loss_args.gamm=2"],
+         "no hyper-parameter 'gamm'"),
         (["--set", "train.precision=fp8"], "train.precision"),
         (["--set", "optim.lr"], "KEY=VALUE"),
     ],
@@ -72,27 +78,27 @@ def test_bad_yaml_config_file(tmp_path):
 
 def test_out_with_another_run_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out)).exit_code == 0
+    assert train_tiny(out).exit_code == 0
     before = (out / "metrics.json").read_text()
-    res = invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out))
+    res = train_tiny(out)
     assert res.exit_code == 2 and "--overwrite" in res.output
     assert (out / "metrics.json").read_text() == before
-    res = invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out), "--overwrite")
+    res = train_tiny(out, "--overwrite")
     assert res.exit_code == 0
 
 
 def test_resume_refuses_a_different_config(tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out)).exit_code == 0
-    res = invoke("train", *tiny_overrides(), "--set", "optim.lr=0.01", "--out", str(out), "--resume")
+    assert train_tiny(out).exit_code == 0
+    res = train_tiny(out, "--set", "optim.lr=0.01", "--resume")
     assert res.exit_code == 2 and "different config" in res.output
 
 
 def test_corrupt_checkpoint_on_resume_is_exit_2(tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out)).exit_code == 0
+    assert train_tiny(out).exit_code == 0
     (out / "checkpoint.pt").write_bytes(b"\x00garbage")
-    res = invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out), "--resume")
+    res = train_tiny(out, "--resume")
     assert res.exit_code == 2 and "checkpoint.pt" in res.output
 
 
@@ -129,7 +135,7 @@ def test_real_cifar10_bsce_one_epoch_has_every_key_and_12406_images(tmp_path):
 
 def test_overwrite_with_missing_data_keeps_the_previous_run(tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *tiny_overrides(), "--set", "train.epochs=1", "--out", str(out)).exit_code == 0
+    assert train_tiny(out).exit_code == 0
     res = invoke("train", "--set", "data.dataset=cifar10", "--set", "data.download=false",
                  "--data-root", str(tmp_path / "nowhere"), "--out", str(out), "--overwrite")
     assert res.exit_code == 2

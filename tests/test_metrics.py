@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from lt_ray.metrics import ALL_NAMES, metric_name, per_class_recall, shot_masks, split_metrics, summarize
+from lt_ray.metrics import (
+    ALL_NAMES,
+    metric_name,
+    per_class_recall,
+    shot_masks,
+    split_metrics,
+    summarize,
+)
 
 
 def test_per_class_recall_counts_hits_per_class():
@@ -51,7 +58,8 @@ def test_split_metrics_uses_flat_names_and_top1_accuracy():
     targets = torch.tensor([0, 0, 1, 1])
     preds = torch.tensor([0, 1, 1, 1])
     flat, recall = split_metrics("val", preds, targets, torch.tensor([200, 10]))
-    assert set(flat) == {metric_name("val", m) for m in ("acc", "gm", "hm", "lr", "many", "medium", "few")}
+    names = ("acc", "gm", "hm", "lr", "many", "medium", "few")
+    assert set(flat) == {metric_name("val", m) for m in names}
     assert flat["val_acc"] == pytest.approx(0.75)
     assert flat["val_lr"] == pytest.approx(0.5)
     assert recall.tolist() == [0.5, 1.0]

@@ -6,7 +6,9 @@ from lt_ray.errors import CheckpointError, ConfigError
 from lt_ray.models import MODELS, NormedLinear, build_model
 
 
-@pytest.mark.parametrize("arch, blocks", [("resnet20", 3), ("resnet32", 5), ("resnet44", 7), ("resnet56", 9)])
+@pytest.mark.parametrize(
+    "arch, blocks", [("resnet20", 3), ("resnet32", 5), ("resnet44", 7), ("resnet56", 9)]
+)
 def test_resnet_depths_and_shapes(arch, blocks):
     model = build_model(arch, 10)
     assert len(model.layer1) == len(model.layer2) == len(model.layer3) == blocks

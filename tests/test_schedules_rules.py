@@ -28,7 +28,7 @@ def test_cosine_schedule_goes_from_one_to_near_zero():
     factors = [lr_factor(e, 10, cfg) for e in range(10)]
     assert factors[0] == 1.0
     assert factors[5] == pytest.approx(0.5)
-    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
 
 
 def test_bad_schedules_are_rejected():

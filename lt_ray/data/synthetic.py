@@ -2,9 +2,9 @@
 
 Every class ``c`` has a fixed random template: a class colour (chosen far from the other
 classes' colours) plus a low-frequency pattern (a random 4x4 grid per channel, bilinearly
-upsampled and made left-right symmetric so a horizontal flip keeps the class signal). An image is ``template + N(0, noise²)`` per pixel on the
-[0, 1] scale, clipped and stored as uint8. Everything is a deterministic function of
-``data.split_seed`` and ``data.synthetic``.
+upsampled and made left-right symmetric so a horizontal flip keeps the class signal). An
+image is ``template + N(0, noise²)`` per pixel on the [0, 1] scale, clipped and stored as uint8.
+Everything is a deterministic function of ``data.split_seed`` and ``data.synthetic``.
 
 The balanced pool has ``synthetic.n_max`` images per class; the long-tailed subset, the counts
 formula and the val/test split are the CIFAR ones (:func:`~lt_ray.data.longtail.make_ltdata`).

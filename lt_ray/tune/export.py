@@ -125,7 +125,7 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
         done = [r for r in rows if r.status != "failed"]
         head = f"[{cell or 'study'}] {len(rows)} trials, {len(rows) - len(done)} failed"
         lines.append(head)
-        for metric, mode in zip(spec_metrics, modes):
+        for metric, mode in zip(spec_metrics, modes, strict=True):
             scored = [r for r in done if r.final.get(metric) is not None]
             if not scored:
                 lines.append(f"  best {metric}: no finished trial")

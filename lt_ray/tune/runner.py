@@ -96,7 +96,8 @@ def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = No
         where = address or "a local Ray"
         raise LTRayError(
             f"cannot start or reach Ray at {where}: {str(exc).splitlines()[0][:200]} "
-            "(start a cluster with `ray start --head` or `ray up cluster.yaml`, and check --address)"
+            "(start a cluster with `ray start --head` or `ray up cluster.yaml`, and check "
+            "--address)"
         ) from None
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -49,7 +49,8 @@ class Param:
 
     def describe(self) -> str:
         cond = f"  when {self.when}" if self.when else ""
-        return f"{self.key} ~ {self.dist}{list(self.args) if self.dist != 'choice' else self.args[0]}{cond}"
+        args = list(self.args[0] if self.dist == "choice" else self.args)
+        return f"{self.key} ~ {self.dist}{args}{cond}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class SweepSpec:
     def cells(self) -> list[Cell]:
         keys = list(self.grid)
         combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
-        return [Cell(i, dict(zip(keys, combo))) for i, combo in enumerate(combos)]
+        return [Cell(i, dict(zip(keys, combo, strict=True))) for i, combo in enumerate(combos)]
 
     def cell_config(self, cell: Cell, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
         return ExperimentConfig.from_dict(self.base).replace({**cell.values, **(overrides or {})})
@@ -253,7 +254,9 @@ def validate_against_config(spec: SweepSpec) -> None:
         for p in active:
             missing = [k for k in p.when if k not in {q.key for q in active}]
             if missing:
-                raise ConfigError(f"space.{p.key}.when: {missing} are neither searched nor grid keys")
+                raise ConfigError(
+                    f"space.{p.key}.when: {missing} are neither searched nor grid keys"
+                )
 
 
 def _parse_param(key: str, value: Any) -> Param:
