@@ -44,8 +44,9 @@ class LTLoss(nn.Module):
         """log(n_j / N), [C]."""
         return torch.log(self.class_counts / self.class_counts.sum())
 
-    def set_epoch(self, epoch: int, num_epochs: int) -> None:
-        """Hook called by the engine at the start of every epoch (0-indexed). Default: no-op."""
+    def set_epoch(self, epoch: int, num_epochs: int = 200) -> None:
+        """Hook called by the engine at the start of every epoch (0-indexed) with the run's
+        epoch count (default 200, the CIFAR-LT protocol). Default: no-op."""
 
     def forward(  # noqa: D102
         self,

@@ -44,7 +44,7 @@ class FeaBalLoss(LTLoss):
         self.curriculum = bool(curriculum)
         self.curr = 0.0 if self.curriculum else 1.0
 
-    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+    def set_epoch(self, epoch: int, num_epochs: int = 200) -> None:
         """Set ``curr = (epoch / max(num_epochs − 10, 1))²`` (1 without the curriculum)."""
         if self.curriculum:
             self.curr = (epoch / max(num_epochs - 10, 1)) ** 2
