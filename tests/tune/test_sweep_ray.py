@@ -48,10 +48,18 @@ def test_sweep_runs_trials_records_failures_and_writes_parquet(tmp_path):
                 space={"optim.lr": {"choice": [0.05]}})
     raw["base"] = {**TINY, "optim": {"weight_decay": 0.0005}}
     path = write(tmp_path, raw)
+    journal = tmp_path / "optuna.log"
     res = CliRunner().invoke(main, ["sweep", path, "--storage", str(tmp_path / "res"),
-                                    "--no-dashboard"])
+                                    "--no-dashboard", "--optuna-storage", str(journal)])
     assert res.exit_code == 0, res.output
     folder = tmp_path / "res" / "e2e"
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    studies = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(str(journal))))
+    assert sorted((s.study_name, s.n_trials) for s in studies) == [
+        ("e2e-cell-00", 2), ("e2e-cell-01", 2)]
     trials = pd.read_parquet(folder / "trials.parquet")
     epochs = pd.read_parquet(folder / "epochs.parquet")
     per_class = pd.read_parquet(folder / "per_class.parquet")
