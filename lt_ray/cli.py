@@ -173,20 +173,22 @@ def list_cmd() -> None:
     def hp(values: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in values.items()) or "-"
 
-    show("datasets", DATASETS.names(), lambda n: "")
-    show("models", MODELS.names(), lambda n: "")
-    show("heads", HEADS.names(), lambda n: "")
+    def doc(obj: Any) -> str:
+        lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        return lines[0] if lines else ""
+
+    show("datasets", DATASETS.names(), lambda n: doc(DATASETS.get(n)))
+    show("models", MODELS.names(), lambda n: doc(MODELS.get(n)))
+    show("heads", HEADS.names(), lambda n: doc(HEADS.get(n)))
     show("losses (method.loss, method.loss_args)", LOSSES.names(),
          lambda n: hp(loss_hparams(n)))
     show("train rules (method.rule, method.rule_args)", RULES.names(),
          lambda n: hp(rule_hparams(n)))
-    show("samplers (train.sampler)", SAMPLERS.names(), lambda n: "")
+    show("samplers (train.sampler)", SAMPLERS.names(), lambda n: doc(SAMPLERS.get(n)))
 
     def recipe(n: str) -> str:
-        meta = METHODS.meta(n)
-        parts = ", ".join(f"{k}={v}" for k, v in meta.items())
-        doc = (METHODS.get(n).__doc__ or "").strip().splitlines()[0:1]
-        return f"{parts}  {doc[0] if doc else ''}".strip()
+        parts = ", ".join(f"{k}={v}" for k, v in METHODS.meta(n).items())
+        return f"{parts}  {doc(METHODS.get(n))}".strip()
 
     show("methods (method.name)", METHODS.names(), recipe)
 

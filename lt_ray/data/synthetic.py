@@ -72,7 +72,7 @@ def _images(tmpl: np.ndarray, labels: np.ndarray, noise: float, rng: np.random.G
 
 @DATASETS.register("synthetic")
 def build_synthetic(cfg: DataConfig, root: Path) -> LTData:
-    """Synthetic long-tailed dataset; ``root`` is unused (nothing is read or written)."""
+    """Generated long-tailed images with a learnable class signal (data.synthetic); no files."""
     del root
     s = cfg.synthetic
     _check(s)

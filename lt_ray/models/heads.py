@@ -36,6 +36,7 @@ class NormedLinear(nn.Module):
 
 @HEADS.register("linear")
 def linear_head(in_features: int, num_classes: int) -> nn.Module:
+    """Linear classifier (kaiming-normal weight, default bias): raw logits."""
     head = nn.Linear(in_features, num_classes)
     nn.init.kaiming_normal_(head.weight)
     return head
@@ -43,4 +44,5 @@ def linear_head(in_features: int, num_classes: int) -> nn.Module:
 
 @HEADS.register("normed")
 def normed_head(in_features: int, num_classes: int) -> nn.Module:
+    """Cosine classifier (NormedLinear): outputs in [-1, 1], scaled by the loss (LDAM s=30)."""
     return NormedLinear(in_features, num_classes)
