@@ -21,7 +21,7 @@ import yaml
 from lt_ray import __version__
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
-from lt_ray.data import DATASETS, SAMPLERS, LTData, build_dataset, validate_data_config
+from lt_ray.data import SAMPLERS, LTData, build_dataset, validate_data_config
 from lt_ray.engine import PRECISIONS, FitResult, Reporter, fit, resolve_device
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LOSSES, build_loss
@@ -46,7 +46,6 @@ def recipe(cfg: ExperimentConfig) -> dict[str, str]:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Raise ConfigError for anything wrong in ``cfg`` that needs no data to find."""
-    DATASETS.get(cfg.data.dataset)
     validate_data_config(cfg.data)
     MODELS.get(cfg.model.arch)
     parts = recipe(cfg)
