@@ -211,3 +211,14 @@ def test_killed_driver_then_resume_completes_every_trial_once(tmp_path):
             lines = (trial_dir / "result.json").read_text().splitlines()
             epochs = [json.loads(line)["epoch"] for line in lines]
             assert epochs == sorted(set(epochs)) == [1, 2, 3, 4], (trial_dir.name, epochs)
+
+
+def test_smoke_runs_two_one_epoch_trials_of_the_first_cell(tmp_path):
+    raw = study("smoke", grid={"method.name": ["ce", "bsce"]})
+    raw["search"]["num_samples"] = 8
+    res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--smoke", "--storage",
+                                    str(tmp_path / "res"), "--no-dashboard"])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_parquet(tmp_path / "res" / "smoke" / "trials.parquet")
+    assert len(trials) == 2 and set(trials["cfg.method.name"]) == {"ce"}
+    assert set(trials.epochs_completed) == {1} and set(trials.status) == {"completed"}
