@@ -137,10 +137,29 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
                 f"  best {metric} = {best.final[metric]:.4f} (test {_fmt(test)}) "
                 f"trial {best.trial_id} [{params or 'fixed config'}]"
             )
+        if len(spec_metrics) > 1:
+            front = pareto_front(done, spec_metrics, modes)
+            lines.append(f"  Pareto front ({', '.join(spec_metrics)}): "
+                         + (", ".join(r.trial_id for r in front) or "empty"))
         for r in rows:
             if r.status == "failed":
                 lines.append(f"  FAILED {r.trial_id}: {r.error}")
     return "\n".join(lines)
+
+
+def pareto_front(records: list[TrialRecord], metrics: tuple[str, ...],
+                 modes: tuple[str, ...]) -> list[TrialRecord]:
+    """Trials no other trial beats on every objective (ties kept); unscored trials excluded."""
+    sign = [1.0 if mode == "max" else -1.0 for mode in modes]
+    scored = [r for r in records if all(r.final.get(m) is not None for m in metrics)]
+    points = {r.trial_id: [s * r.final[m] for s, m in zip(sign, metrics, strict=True)]
+              for r in scored}
+
+    def dominated(a: list[float]) -> bool:
+        return any(all(o >= x for o, x in zip(b, a, strict=True)) and b != a
+                   for b in points.values())
+
+    return [r for r in scored if not dominated(points[r.trial_id])]
 
 
 def _fmt(v: Any) -> str:

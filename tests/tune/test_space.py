@@ -136,3 +136,19 @@ def test_smoke_shrinks_to_two_one_epoch_trials():
     spec = parse_spec(GOOD).shrink_for_smoke()
     assert spec.num_samples == 2 and len(spec.cells()) == 1
     assert spec.base["train"]["epochs"] == 1
+
+
+def test_pareto_front_keeps_only_non_dominated_trials():
+    from lt_ray.results import TrialRecord
+    from lt_ray.tune.export import pareto_front, summarize
+
+    def rec(tid, acc, lr):
+        return TrialRecord(study="s", cell="", trial_id=tid, status="completed",
+                           final={"val_acc": acc, "val_lr": lr})
+
+    rows = [rec("a", 0.9, 0.1), rec("b", 0.8, 0.3), rec("c", 0.7, 0.2), rec("d", 0.9, 0.1)]
+    front = pareto_front(rows, ("val_acc", "val_lr"), ("max", "max"))
+    assert sorted(r.trial_id for r in front) == ["a", "b", "d"]  # c is beaten by b
+    assert [r.trial_id for r in pareto_front(rows, ("val_acc",), ("min",))] == ["c"]
+    text = summarize(("val_acc", "val_lr"), ("max", "max"), rows)
+    assert "Pareto front (val_acc, val_lr): a, b, d" in text
