@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from lt_ray.errors import ConfigError
 from lt_ray.losses.base import LOSSES, LTLoss
 
+RAMP_FRACTION = 0.95  # curr reaches 1 at 95 % of the epochs (FBL: epoch 190 of 200)
+
 
 class FeaBalLoss(LTLoss):
     """FeaBal, the FBL paper's loss (METHODS.md §4).
@@ -18,9 +20,11 @@ class FeaBalLoss(LTLoss):
     ``CE(z', y, weight)`` (train-rule class weights as in ``F.cross_entropy``). Gradients flow
     through ``‖f_i‖₂`` too; the norm is clamped at 1e-12 so all-zero features stay finite.
 
-    Curriculum (FBL ``train.py``): ``set_epoch(e, E)`` sets ``curr = (e/(E − 10))²`` for the
-    0-indexed epoch ``e``, which exceeds 1 in the last 10 epochs. For ``E ≤ 10`` the denominator
-    is ``max(E − 10, 1)``, a guard of ours. ``curr`` starts at 0 (FBL's epoch 0). Without the
+    Curriculum (FBL ``train.py``): ``set_epoch(e, E)`` sets ``curr = (e/(0.95·E))²`` for the
+    0-indexed epoch ``e``. FBL writes ``(e/(E − 10))²`` with its fixed E = 200, i.e. the same
+    curve (1 at 95 % of the run, 1.097 at the last epoch); scaling the 10 epochs with E keeps that
+    curve in shorter runs, where ``E − 10`` would push ``curr`` to 3.6 at E = 20 (like the LR
+    steps and DRW, which also scale with E). ``curr`` starts at 0 (FBL's epoch 0). Without the
     curriculum ``curr = 1`` always. At inference use the raw logits (FBL's ``curr = 0``).
 
     Args:
@@ -45,9 +49,9 @@ class FeaBalLoss(LTLoss):
         self.curr = 0.0 if self.curriculum else 1.0
 
     def set_epoch(self, epoch: int, num_epochs: int = 200) -> None:
-        """Set ``curr = (epoch / max(num_epochs − 10, 1))²`` (1 without the curriculum)."""
+        """Set ``curr = (epoch / (RAMP_FRACTION·num_epochs))²`` (1 without the curriculum)."""
         if self.curriculum:
-            self.curr = (epoch / max(num_epochs - 10, 1)) ** 2
+            self.curr = (epoch / (RAMP_FRACTION * num_epochs)) ** 2
 
     def forward(
         self,

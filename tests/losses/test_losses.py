@@ -271,7 +271,7 @@ def test_feabal_matches_reference(lam, epoch, epochs, use_weight):
     w = w if use_weight else None
     loss = build_loss("feabal", COUNTS, **{"lambda": lam})
     loss.set_epoch(epoch, epochs)
-    curr = (epoch / (epochs - 10)) ** 2
+    curr = (epoch / (0.95 * epochs)) ** 2
     out = loss(z, y, features=f, weight=w)
     assert out.item() == pytest.approx(ref_feabal(z, y, f, COUNTS, w, lam, curr), **TOL)
 
@@ -370,13 +370,16 @@ def test_feabal_curriculum(epoch, epochs):
     loss = build_loss("feabal", COUNTS)
     assert loss.curr == 0.0  # FBL's epoch 0
     loss.set_epoch(epoch, epochs)
+    # at E = 200 this is FBL's (e / (E - 10))^2 exactly
     assert loss.curr == pytest.approx((epoch / (epochs - 10)) ** 2)
 
 
-def test_feabal_curriculum_guard_and_off():
+def test_feabal_curriculum_scales_with_short_runs_and_can_be_off():
     loss = build_loss("feabal", COUNTS)
-    loss.set_epoch(3, 5)  # num_epochs <= 10: denominator max(E - 10, 1) = 1
-    assert loss.curr == pytest.approx(9.0)
+    loss.set_epoch(19, 20)  # FBL's (e / (E - 10))^2 would give 3.61 here
+    assert loss.curr == pytest.approx((19 / 19) ** 2)
+    loss.set_epoch(3, 5)
+    assert loss.curr == pytest.approx((3 / 4.75) ** 2)
     fixed = build_loss("feabal", COUNTS, curriculum=False)
     assert fixed.curr == 1.0
     fixed.set_epoch(0, 200)
