@@ -54,18 +54,8 @@ address="127.0.0.1:${port}"
 
 usage() { sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-find_ray() {
-  if [[ -n "${RAY_BIN:-}" ]]; then
-    ray="$RAY_BIN"
-  elif command -v ray >/dev/null 2>&1; then
-    ray="$(command -v ray)"
-  elif [[ -x "$root/.venv/bin/ray" ]]; then
-    ray="$root/.venv/bin/ray"
-  else
-    echo "error: no 'ray' executable (activate the lt-ray environment or set RAY_BIN)" >&2
-    exit 1
-  fi
-}
+# shellcheck source=launch/find_ray.sh
+source "$root/launch/find_ray.sh"
 
 # PIDs of this cluster's top-level processes. gcs_server, the raylets, the dashboard and the
 # monitors name the temp dir in their command line; the Ray client proxy names the head address.

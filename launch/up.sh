@@ -22,16 +22,9 @@ if [[ ! -f "$config" ]]; then
   exit 2
 fi
 
-if [[ -n "${RAY_BIN:-}" ]]; then
-  ray="$RAY_BIN"
-elif command -v ray >/dev/null 2>&1; then
-  ray="$(command -v ray)"
-elif [[ -x "$root/.venv/bin/ray" ]]; then
-  ray="$root/.venv/bin/ray"
-else
-  echo "error: no 'ray' executable (install ray[default]==2.60.* or set RAY_BIN)" >&2
-  exit 1
-fi
+# shellcheck source=launch/find_ray.sh
+source "$root/launch/find_ray.sh"
+find_ray
 
 # Fail early on the placeholder AMI instead of deep inside the EC2 API call.
 if grep -Eq '^[^#]*ImageId: *ami-REPLACE' "$config"; then
