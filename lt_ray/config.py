@@ -79,6 +79,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     eval_every: int = 1  # evaluate val and test every N epochs (and always at the last)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto = bf16 where supported
+    fp32_head: bool = True  # classifier head, loss and logits in fp32 under autocast
+    eval_precision: str = "fp32"  # fp32 | train (evaluate with the training precision)
     channels_last: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sampler: str = "instance"  # instance | class_balanced | sqrt | class_aware | effective

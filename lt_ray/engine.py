@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 #: epoch; ``per_class_recall`` maps each evaluated split to its recall vector.
 Reporter = Callable[[dict[str, Any], Path | None, dict[str, list[float]]], None]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+EVAL_PRECISIONS = ("fp32", "train")  # evaluate in fp32, or with the training autocast
 EVAL_PREFIXES = ("val_", "test_", "fulltest_")
 NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
 
@@ -138,6 +139,7 @@ def fit(
     train = cfg.train
     device = method.ctx.device
     dtype = resolve_precision(train.precision, device)
+    eval_dtype = None if train.eval_precision == "fp32" else dtype
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     method.to(device=device, memory_format=memory_format)
     data = data.to(device)
@@ -217,7 +219,9 @@ def fit(
         evaluated = last or (epoch + 1) % train.eval_every == 0
         if evaluated:
             splits = ("val", "test", "fulltest") if last else ("val", "test")
-            last_eval, last_per_class = evaluate(method, data, splits, train, device, dtype)
+            last_eval, last_per_class = evaluate(
+                method, data, splits, train, device, eval_dtype
+            )
             record.update(last_eval)
         record["epoch_time_s"] = time.perf_counter() - epoch_start
         history.append(record)
@@ -228,7 +232,7 @@ def fit(
 
     if start_epoch == epochs:  # resumed a finished run: evaluate once more
         last_eval, last_per_class = evaluate(
-            method, data, ("val", "test", "fulltest"), train, device, dtype
+            method, data, ("val", "test", "fulltest"), train, device, eval_dtype
         )
     final = {
         **{k: v for k, v in history[-1].items() if not k.startswith(EVAL_PREFIXES)},

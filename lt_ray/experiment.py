@@ -22,7 +22,7 @@ from lt_ray import __version__
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import SAMPLERS, LTData, build_dataset, validate_data_config
-from lt_ray.engine import PRECISIONS, FitResult, Reporter, fit, resolve_device
+from lt_ray.engine import EVAL_PRECISIONS, PRECISIONS, FitResult, Reporter, fit, resolve_device
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LOSSES, build_loss
 from lt_ray.methods import METHODS, Method
@@ -66,6 +66,11 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"train.{key} must be > 0, got {getattr(t, key)}")
     if t.precision not in ("auto", *PRECISIONS):
         raise ConfigError(f"train.precision={t.precision!r} is unknown (auto, fp32, bf16, fp16)")
+    if t.eval_precision not in EVAL_PRECISIONS:
+        raise ConfigError(
+            f"train.eval_precision={t.eval_precision!r} is unknown "
+            f"({', '.join(EVAL_PRECISIONS)})"
+        )
     SAMPLERS.get(t.sampler)
     resolve_device(t.device)
 

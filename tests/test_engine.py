@@ -87,3 +87,35 @@ def test_fit_without_out_dir_writes_nothing(tiny_cfg, tmp_path, monkeypatch):
     method = build_method(tiny_cfg, data, torch.device("cpu"))
     fit(method, data, tiny_cfg.replace({"train.epochs": 1}))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("head", ["linear", "normed"])
+def test_head_runs_in_fp32_under_bf16_autocast(head):
+    from lt_ray.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, head=head).eval()
+    x = torch.randn(64, 3, 16, 16)
+    with torch.no_grad():
+        features = model.features(x)
+        exact = model.head(features.float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fp32 = model.classify(features)
+            model.fp32_head = False
+            rounded = model.classify(features)
+    assert fp32.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    assert torch.equal(fp32, exact)
+    assert not torch.equal(rounded.float(), exact)  # what bf16 heads used to return
+
+
+def test_eval_precision_is_validated_and_recorded(tiny_cfg):
+    from lt_ray.errors import ConfigError
+    from lt_ray.experiment import validate
+
+    with pytest.raises(ConfigError, match="train.eval_precision='bf16' is unknown"):
+        validate(tiny_cfg.replace({"train.eval_precision": "bf16"}))
+    cfg = tiny_cfg.replace({"train.epochs": 1, "train.precision": "bf16"})
+    fp32_eval = run(cfg, None).metrics
+    train_eval = run(cfg.replace({"train.eval_precision": "train"}), None).metrics
+    assert fp32_eval["train_loss"] == train_eval["train_loss"]  # same training either way
+    assert fp32_eval["precision"] == "bfloat16"

@@ -51,7 +51,7 @@ class StandardMethod(Method):
         if self.mixup_alpha > 0:
             x, y_a, y_b, lam = mixup(x, y, self.mixup_alpha)
         features = self.model.features(x)
-        logits = self.model.head(features)
+        logits = self.model.classify(features)
         kwargs = {
             "features": features if self.loss.needs_features else None,
             "weight": self._weight,
@@ -72,7 +72,10 @@ def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", d
     """Register method ``name``: a StandardMethod with these defaults (config may override)."""
 
     def factory(cfg: ExperimentConfig, ctx: LTContext) -> Method:
-        model = build_model(cfg.model.arch, ctx.num_classes, head=cfg.model.head or head)
+        model = build_model(
+            cfg.model.arch, ctx.num_classes, head=cfg.model.head or head,
+            fp32_head=cfg.train.fp32_head,
+        )
         counts = ctx.class_counts
         return StandardMethod(
             ctx,

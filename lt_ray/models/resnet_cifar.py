@@ -59,6 +59,7 @@ class CifarResNet(nn.Module):
         num_classes: int,
         head: str = "linear",
         widths: tuple[int, int, int] = (16, 32, 64),
+        fp32_head: bool = True,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
@@ -78,6 +79,7 @@ class CifarResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
         self.head = HEADS.get(head)(self.feature_dim, num_classes)
+        self.fp32_head = fp32_head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, feature_dim]."""
@@ -85,13 +87,30 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Head logits of pooled features; in fp32 under autocast when ``fp32_head``."""
+        return run_head(self.head, features, fp32=self.fp32_head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.classify(self.features(x))
+
+
+def run_head(head: nn.Module, features: torch.Tensor, *, fp32: bool = True) -> torch.Tensor:
+    """``head(features)``; with ``fp32`` autocast is off and the features are cast to float32.
+
+    Under bf16 autocast a cosine head's outputs are rounded to ~0.004 (then scaled by s = 30)
+    and argmax ties between logits go to the lower class index (the head class): the classifier
+    head and everything after it stay in fp32, the backbone keeps the fast autocast path.
+    """
+    if not fp32:
+        return head(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return head(features.float())
 
 
 def _register(depth: int) -> None:
-    def factory(num_classes: int, head: str = "linear") -> CifarResNet:
-        return CifarResNet((depth - 2) // 6, num_classes, head)
+    def factory(num_classes: int, head: str = "linear", fp32_head: bool = True) -> CifarResNet:
+        return CifarResNet((depth - 2) // 6, num_classes, head, fp32_head=fp32_head)
 
     factory.__doc__ = f"CIFAR ResNet-{depth}: {(depth - 2) // 6} basic blocks per stage."
     MODELS.add(f"resnet{depth}", factory)
@@ -101,5 +120,7 @@ for _depth in (20, 32, 44, 56):
     _register(_depth)
 
 
-def build_model(arch: str, num_classes: int, head: str = "linear") -> CifarResNet:
-    return MODELS.get(arch)(num_classes, head=head)
+def build_model(
+    arch: str, num_classes: int, head: str = "linear", *, fp32_head: bool = True
+) -> CifarResNet:
+    return MODELS.get(arch)(num_classes, head=head, fp32_head=fp32_head)
