@@ -1,8 +1,10 @@
 """Per-class recall and the long-tail summary metrics; every metric name is defined here.
 
 All values are fractions in [0, 1]. ``gm``/``hm`` use the raw definition: one class with zero
-recall makes both 0 (:func:`summarize` with ``eps`` gives the BTM variant, which replaces zero
-recalls with ``eps`` first). Shot groups follow the train-count rule of PaCo/RIDE: many > 100,
+recall makes both 0. ``gm_eps``/``hm_eps`` are the GML authors' variant (BTM ``eval.py``): a zero
+recall counts as ``EPS_FLOOR`` = 1e-3, so one dead class lowers them instead of zeroing them.
+Search on the ``_eps`` variants when a validation class can plausibly score 0 (CIFAR-100-LT
+halves have 50 images per class): the raw ones are then flat at 0 and give a searcher nothing. Shot groups follow the train-count rule of PaCo/RIDE: many > 100,
 medium 20..100, few < 20 training images; a group with no class is NaN.
 """
 
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "fulltest")
-METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr", "many", "medium", "few")
+METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr", "many", "medium", "few", "gm_eps", "hm_eps")
+EPS_FLOOR = 1e-3  # recall floor of gm_eps / hm_eps (BTM eval.py)
 EVAL_SPLITS: tuple[str, ...] = ("val", "test", "fulltest")
 MANY_MIN_COUNT = 100  # a class with more training images than this is "many"
 FEW_MAX_COUNT = 20  # a class with fewer training images than this is "few"
@@ -62,16 +65,27 @@ def summarize(
     rp = r[present]
     if eps > 0:
         rp = np.where(rp == 0, eps, rp)
+    floored = np.where(rp == 0, EPS_FLOOR, rp)
     out = {
         "acc": float(rp.mean()),
-        "gm": 0.0 if (rp == 0).any() else float(math.exp(np.log(rp).mean())),
-        "hm": 0.0 if (rp == 0).any() else float(len(rp) / np.sum(1.0 / rp)),
+        "gm": _gm(rp),
+        "hm": _hm(rp),
         "lr": float(rp.min()),
+        "gm_eps": _gm(floored),
+        "hm_eps": _hm(floored),
     }
     for group, mask in shot_masks(train_counts).items():
         sel = r[mask & present]
         out[group] = float(sel.mean()) if sel.size else float("nan")
     return out
+
+
+def _gm(r: np.ndarray) -> float:
+    return 0.0 if (r == 0).any() else float(math.exp(np.log(r).mean()))
+
+
+def _hm(r: np.ndarray) -> float:
+    return 0.0 if (r == 0).any() else float(len(r) / np.sum(1.0 / r))
 
 
 def split_metrics(

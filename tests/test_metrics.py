@@ -58,7 +58,7 @@ def test_split_metrics_uses_flat_names_and_top1_accuracy():
     targets = torch.tensor([0, 0, 1, 1])
     preds = torch.tensor([0, 1, 1, 1])
     flat, recall = split_metrics("val", preds, targets, torch.tensor([200, 10]))
-    names = ("acc", "gm", "hm", "lr", "many", "medium", "few")
+    names = ("acc", "gm", "hm", "lr", "many", "medium", "few", "gm_eps", "hm_eps")
     assert set(flat) == {metric_name("val", m) for m in names}
     assert flat["val_acc"] == pytest.approx(0.75)
     assert flat["val_lr"] == pytest.approx(0.5)
@@ -69,3 +69,14 @@ def test_split_metrics_uses_flat_names_and_top1_accuracy():
 def test_unknown_metric_name_is_rejected():
     with pytest.raises(KeyError):
         metric_name("val", "f1")
+
+
+def test_eps_variants_floor_a_zero_recall_at_1e3():
+    recall = np.array([0.0, 0.5, 0.5, 0.5])
+    out = summarize(recall, np.array([500, 50, 50, 5]))
+    assert out["hm"] == 0.0 and out["gm"] == 0.0
+    assert out["hm_eps"] == pytest.approx(4 / (1 / 1e-3 + 3 / 0.5))
+    assert out["gm_eps"] == pytest.approx((1e-3 * 0.5**3) ** 0.25)
+    full = summarize(np.array([0.9, 0.6]), np.array([500, 5]))
+    assert full["hm_eps"] == full["hm"] and full["gm_eps"] == full["gm"]
+    assert "val_hm_eps" in ALL_NAMES and "fulltest_gm_eps" in ALL_NAMES

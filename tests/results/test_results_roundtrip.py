@@ -13,7 +13,7 @@ import pytest
 
 from lt_ray.config import ExperimentConfig
 from lt_ray.errors import LTRayError
-from lt_ray.metrics import ALL_NAMES, EVAL_SPLITS
+from lt_ray.metrics import ALL_NAMES, EVAL_SPLITS, METRICS
 from lt_ray.results import StudyTables, TrialRecord, read_study, write_study
 from lt_ray.results import schema as S
 
@@ -23,6 +23,7 @@ PROV = {
     "hostname": "box", "resources_cpu": 1, "resources_gpu": 0.25,
 }
 CLASS_NAMES = ["cat", "dog", "eel"]
+FULLTEST_ACC = 0.4 + 0.01 * 2 * len(METRICS)  # _metrics(): fulltest_acc follows val_*, test_*
 COUNTS = [500, 50, 5]
 
 
@@ -150,7 +151,7 @@ def test_trial_values(tables):
     assert t.loc["t001", "wall_time_s"] == 3.0 and t.loc["t001", "train_loss"] == 1.5
     assert t.loc["t001", "val_acc"] == pytest.approx(0.4)
     assert math.isnan(t.loc["t001", "val_few"])  # NaN stored as null
-    assert t.loc["t001", "fulltest_acc"] == pytest.approx(0.54)
+    assert t.loc["t001", "fulltest_acc"] == pytest.approx(FULLTEST_ACC)
     assert t.loc["t001", "git_sha"] == "abc123" and not t.loc["t001", "git_dirty"]
     assert t.loc["t001", "resources_gpu"] == 0.25 and pd.isna(t.loc["t001", "ray_version"])
 
@@ -170,7 +171,7 @@ def test_epochs_values(tables):
     e = tables.epochs.set_index(["trial_id", "epoch"])
     assert e.loc[("t001", 1), "lr"] == 0.05 and e.loc[("t001", 2), "train_loss"] == 1.5
     assert pd.isna(e.loc[("t001", 1), "fulltest_acc"])
-    assert e.loc[("t001", 2), "fulltest_acc"] == pytest.approx(0.54)
+    assert e.loc[("t001", 2), "fulltest_acc"] == pytest.approx(FULLTEST_ACC)
     assert (e["study"] == "s").all() and (e["cell"] == "data.imb_factor=100").all()
 
 
