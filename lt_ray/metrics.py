@@ -4,8 +4,9 @@ All values are fractions in [0, 1]. ``gm``/``hm`` use the raw definition: one cl
 recall makes both 0. ``gm_eps``/``hm_eps`` are the GML authors' variant (BTM ``eval.py``): a zero
 recall counts as ``EPS_FLOOR`` = 1e-3, so one dead class lowers them instead of zeroing them.
 Search on the ``_eps`` variants when a validation class can plausibly score 0 (CIFAR-100-LT
-halves have 50 images per class): the raw ones are then flat at 0 and give a searcher nothing. Shot groups follow the train-count rule of PaCo/RIDE: many > 100,
-medium 20..100, few < 20 training images; a group with no class is NaN.
+halves have 50 images per class): the raw ones are then flat at 0 and give a searcher nothing.
+Shot groups follow the train-count rule of PaCo/RIDE: many > 100, medium 20..100, few < 20
+training images; a group with no class is NaN.
 """
 
 from __future__ import annotations
