@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lt_ray.config import ExperimentConfig
+from s3server import s3, s3_endpoint  # noqa: F401  (fixtures: a moto S3 server)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HAS_CIFAR10 = (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file()
