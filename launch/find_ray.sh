@@ -1,3 +1,5 @@
+# shellcheck shell=bash disable=SC2034,SC2154
+# (SC2034: $ray is used by the scripts that source this file; SC2154: they set $root.)
 # Sourced by the launch scripts (not run on its own): find_ray sets $ray to the Ray CLI.
 # Order: $RAY_BIN, then `ray` on PATH, then the repo's .venv. Needs $root (the repo root).
 find_ray() {

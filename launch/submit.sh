@@ -14,10 +14,19 @@
 #   3. On the head, the entrypoint `lt-ray sweep ... --address auto` attaches the Tune driver
 #      to the running cluster; the autoscaler adds GPU workers for pending trials.
 #
-# Environment (all optional):
-#   LT_RAY_STORAGE      where results go; must be shared by every node for multi-node studies:
-#                       an EFS/NFS path mounted on all nodes (s3:// is not supported yet)
-#                       (default /home/ubuntu/results, see cluster.yaml's EFS option)
+# Environment:
+#   LT_RAY_STORAGE      required: where the study goes (`lt-ray sweep --storage`), one place that
+#                       every node reads and writes:
+#                         s3://BUCKET/lt-ray   the default story (cluster.yaml gives every node
+#                                              S3 credentials through an instance profile); any
+#                                              pyarrow URI works (gs://..., s3://...?region=...);
+#                                              an S3-compatible store such as MinIO is chosen with
+#                                              AWS_ENDPOINT_URL set on the nodes, not here
+#                         /home/ubuntu/results an absolute path where EFS/NFS is mounted on
+#                                              every node (cluster.yaml's alternative)
+#                       There is no default: a bucket name is yours to choose, and a path only
+#                       works where the shared file system is mounted.
+# Optional:
 #   LT_RAY_JOB_ADDRESS  job API (default http://127.0.0.1:8265, the `ray dashboard` tunnel;
 #                       launch/local_cluster.sh prints the one of the local cluster)
 #   LT_RAY_JOB_ARGS     extra `ray job submit` flags, word-split, e.g. "--no-wait" or
@@ -56,17 +65,37 @@ if [[ ! -f "$space" ]]; then
   exit 2
 fi
 
+# Step 1b: the storage, checked before anything is sent.
+storage="${LT_RAY_STORAGE:-}"
+storage_help="  Set it to storage that every node of the cluster shares: an S3 URI, s3://BUCKET/lt-ray
+  with BUCKET your bucket (cluster.yaml's default; nodes get S3 access from their instance
+  profile), or the absolute path of an EFS/NFS mount present on every node, e.g.
+  /home/ubuntu/results (cluster.yaml's alternative)."
+if [[ -z "$storage" ]]; then
+  printf 'error: LT_RAY_STORAGE is not set.\n%s\n' "$storage_help" >&2
+  exit 2
+fi
+uri='^[A-Za-z][A-Za-z0-9+.-]*://'            # scheme://, as lt-ray's storage module reads it
+if [[ "$storage" =~ $uri ]]; then
+  # A URI (s3://, gs://, file:///, ...): lt-ray hands it to pyarrow.fs. Catch the docs'
+  # placeholder and a bucket URI without a bucket (file:/// has no host, by design).
+  if [[ "$storage" != file://* && "$storage" =~ ${uri}(BUCKET)?([/?]|$) ]]; then
+    printf 'error: LT_RAY_STORAGE=%s names no bucket.\n%s\n' "$storage" "$storage_help" >&2
+    exit 2
+  fi
+elif [[ "$storage" != /* ]]; then
+  # A relative path would land in the job's temporary copy of the repo and vanish with it.
+  printf 'error: LT_RAY_STORAGE=%s is neither a URI nor an absolute path.\n%s\n' "$storage" \
+    "$storage_help" >&2
+  exit 2
+fi
+
 # shellcheck source=launch/find_ray.sh
 source "$root/launch/find_ray.sh"
 find_ray
 
 job_address="${LT_RAY_JOB_ADDRESS:-http://127.0.0.1:8265}"
-storage="${LT_RAY_STORAGE:-/home/ubuntu/results}"
-# A relative path would land in the job's temporary copy of the repo and vanish with it.
-if [[ "$storage" != /* ]]; then
-  echo "error: LT_RAY_STORAGE must be an absolute path (an EFS/NFS mount shared by all nodes)" >&2
-  exit 2
-fi
+
 # Word-split on purpose: LT_RAY_JOB_ARGS holds several flags. (The ${a[@]+...} form below keeps
 # an empty array legal under `set -u` in the bash 3.2 of macOS.)
 job_args=()

@@ -7,6 +7,8 @@
 #
 # Runs from the repo root because cluster.yaml's file_mounts sync "." to ~/lt-ray on every node.
 # Running it again on a live cluster re-syncs the code and re-runs the setup and start commands.
+# It refuses CLUSTER_YAML's placeholders (ImageId ami-REPLACE-..., the account id REPLACE-... in
+# the workers' IamInstanceProfile Arn), which would otherwise fail only inside the AWS calls.
 #
 # Token authentication: with RAY_AUTH_MODE=token in your shell, the script checks that a local
 # token exists and that CLUSTER_YAML enables token auth on the nodes (see its comments).
@@ -31,6 +33,17 @@ if grep -Eq '^[^#]*ImageId: *ami-REPLACE' "$config"; then
   echo "error: set ImageId in $config to an AMI of your region (see the comment above it)" >&2
   exit 2
 fi
+# Same for the workers' instance profile (S3 access): a placeholder would only fail later, in
+# the autoscaler on the head, when it launches the first worker.
+if grep -Eq '^[^#]*Arn: *arn:aws:iam::REPLACE' "$config"; then
+  echo "error: put your AWS account id in the IamInstanceProfile Arn of $config (or, with" \
+    "EFS/NFS storage instead of S3, delete the IamInstanceProfile lines; see its comments)" >&2
+  exit 2
+fi
+# The workers' instance profile, for the reminder at the end (the last Arn: worker types come
+# after the head in cluster.yaml).
+worker_profile="$(sed -n 's|^[^#]*Arn: *arn:aws:iam::[0-9]*:instance-profile/\([^ ]*\).*|\1|p' "$config" \
+  | tail -n1)"
 
 # Token auth: the nodes need RAY_AUTH_MODE=token and the token file; the client needs both too.
 cluster_token=false
@@ -57,12 +70,21 @@ cat <<EOF
 Cluster is up. Next steps (from $root):
   1. Dashboard and job API (keep this running in its own terminal):
        ray dashboard $config             # then open http://127.0.0.1:8265
-  2. Submit a sweep (results need shared storage on a multi-node cluster):
+  2. Submit a sweep; the study goes to storage that every node shares (S3 by default):
        LT_RAY_STORAGE=s3://BUCKET/lt-ray launch/submit.sh SPACE.yaml [--smoke]
+     or, with the EFS/NFS mount of $config instead:
+       LT_RAY_STORAGE=/home/ubuntu/results launch/submit.sh SPACE.yaml [--smoke]
   3. Watch nodes and autoscaling:
        ray exec $config 'ray status'
-  4. Copy results back when --storage is a path on the cluster:
-       ray rsync-down $config /home/ubuntu/results ./results
+  4. Results: s3://BUCKET/lt-ray/STUDY/{trials,epochs,per_class}.parquet, read in place with
+       python -c "from lt_ray.results import read_study; print(read_study('s3://BUCKET/lt-ray/STUDY').trials)"
+     or copied with 'aws s3 sync' (EFS/NFS: ray rsync-down $config /home/ubuntu/results ./results)
   5. Tear down (stops billing):
        ray down -y $config
 EOF
+if [[ -n "$worker_profile" ]]; then
+  cat <<EOF
+GPU workers start with the instance profile "$worker_profile": the head's role needs
+iam:PassRole on its role, or the autoscaler cannot launch them (launch/README.md, "S3").
+EOF
+fi
