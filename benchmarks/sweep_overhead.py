@@ -46,7 +46,7 @@ def main() -> None:
 
     import ray
 
-    from lt_ray.tune.runner import fit_cell
+    from lt_ray.tune.runner import fit_study
     from lt_ray.tune.space import parse_spec
 
     spec = parse_spec({
@@ -57,12 +57,13 @@ def main() -> None:
                    "points_to_evaluate": [{"optim.lr": lr} for lr in lrs]},
         "resources": {"cpu": 2},
     })
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             _node_ip_address="127.0.0.1")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            results = fit_cell(spec, spec.cells()[0], Path(tmp), resume=False, data_root=None,
-                               optuna_storage=None).results
+            results = fit_study(spec, Path(tmp), resume=False, data_root=None,
+                                optuna_storage=None)
             swept = time.perf_counter() - start
     finally:
         ray.shutdown()

@@ -7,6 +7,7 @@ written. Heavy modules (torch, ray, matplotlib) are imported inside the commands
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -18,10 +19,16 @@ import click
 from lt_ray import __version__
 
 USER_ERROR = 2
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped: a message quoting the user's input stays one line."""
+    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LTRayError into one message and exit code 2."""
+    """Turn LTRayError into one ``error: ...`` line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -30,7 +37,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LTRayError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(USER_ERROR)
 
     return wrapper
@@ -81,6 +88,21 @@ def clear_out_dir(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def same_run_config(path: Path, cfg: Any) -> bool:
+    """Whether the run config saved at ``path`` resolves to the same config as ``cfg``."""
+    import yaml
+
+    from lt_ray.config import ExperimentConfig, yaml_load
+    from lt_ray.errors import LTRayError
+    from lt_ray.experiment import resolve
+
+    try:
+        saved = resolve(ExperimentConfig.from_dict(yaml_load(path.read_text())))
+    except (LTRayError, OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return saved == resolve(cfg)
+
+
 def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None:
     """Refuse to mix two runs in one folder unless asked to (writes nothing)."""
     from lt_ray.errors import LTRayError
@@ -92,10 +114,7 @@ def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None
     if not any(p.exists() for p in outputs):
         return
     if resume:
-        import yaml
-
-        saved = yaml.safe_load((out / CONFIG_FILE).read_text()) if outputs[2].exists() else None
-        if saved is not None and saved != cfg.to_dict():
+        if outputs[2].exists() and not same_run_config(out / CONFIG_FILE, cfg):
             raise LTRayError(
                 f"--resume: {out / CONFIG_FILE} holds a different config; resume with the same "
                 "--config/--set values, or use a new --out"
@@ -123,11 +142,12 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
           data_root: str | None, out: str, overwrite: bool, resume: bool) -> None:
     """Train one configuration (no Ray) and write metrics.json, checkpoint.pt, config.yaml."""
     from lt_ray.data import build_dataset
-    from lt_ray.experiment import run, validate
+    from lt_ray.experiment import run, runtime_device, validate
 
     setup_logging()
     cfg = load_config(config, method, overrides)
     validate(cfg)
+    runtime_device(cfg)  # e.g. train.device=cuda on a machine without CUDA
     out_dir = Path(out).resolve()
     check_out_dir(out_dir, cfg, overwrite=overwrite, resume=resume)
     data = build_dataset(cfg.data, data_root)  # a data error must not cost the previous run
@@ -160,7 +180,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 def list_cmd() -> None:
     """Registered datasets, models, heads, losses, train rules, samplers and methods."""
     from lt_ray.data import DATASETS, SAMPLERS
-    from lt_ray.losses import LOSSES, loss_hparams
+    from lt_ray.losses import LOSSES, loss_hparams, loss_traits
     from lt_ray.methods import METHODS
     from lt_ray.models import HEADS, MODELS
     from lt_ray.rules import RULES, rule_hparams
@@ -173,6 +193,11 @@ def list_cmd() -> None:
     def hp(values: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in values.items()) or "-"
 
+    def loss_line(n: str) -> str:
+        traits = loss_traits(n)
+        weights = "" if traits.class_weights else ", ignores class weights"
+        return f"{hp(loss_hparams(n))}  [head {traits.head}{weights}]"
+
     def doc(obj: Any) -> str:
         lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
         return lines[0] if lines else ""
@@ -180,8 +205,7 @@ def list_cmd() -> None:
     show("datasets", DATASETS.names(), lambda n: doc(DATASETS.get(n)))
     show("models", MODELS.names(), lambda n: doc(MODELS.get(n)))
     show("heads", HEADS.names(), lambda n: doc(HEADS.get(n)))
-    show("losses (method.loss, method.loss_args)", LOSSES.names(),
-         lambda n: hp(loss_hparams(n)))
+    show("losses (method.loss, method.loss_args)", LOSSES.names(), loss_line)
     show("train rules (method.rule, method.rule_args)", RULES.names(),
          lambda n: hp(rule_hparams(n)))
     show("samplers (train.sampler)", SAMPLERS.names(), lambda n: doc(SAMPLERS.get(n)))
@@ -195,8 +219,9 @@ def list_cmd() -> None:
 
 @main.command()
 @click.argument("space", type=click.Path(dir_okay=False))
-@click.option("--storage", default="results", show_default=True, type=click.Path(),
-              help="Folder (shared storage on a cluster) that holds <storage>/<study>/.")
+@click.option("--storage", default="results", show_default=True,
+              help="Folder or URI (s3://bucket/prefix; shared storage on a cluster) that holds "
+              "<storage>/<study>/.")
 @click.option("--name", help="Study name (default: the YAML's name).")
 @click.option("--num-samples", type=click.IntRange(min=1), help="Trials per grid cell.")
 @click.option("--address", help="Join a running Ray cluster (default: $RAY_ADDRESS, else a "
@@ -209,17 +234,25 @@ def list_cmd() -> None:
               help="Optuna JournalStorage file (for optuna-dashboard).")
 @click.option("--data-root", type=click.Path(file_okay=False),
               help="Dataset folder (default: $LT_RAY_DATA, then the user cache).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Dotted override of the study's base config, e.g. --set train.epochs=30 "
+              "(repeatable; not for grid axes or searched keys).")
 @user_errors
 def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
           address: str | None, resume: bool, smoke: bool, dry_run: bool, no_dashboard: bool,
-          optuna_storage: str | None, data_root: str | None) -> None:
-    """Run the study SPACE (a YAML in search_spaces/) on Ray Tune."""
+          optuna_storage: str | None, data_root: str | None, overrides: tuple[str, ...]) -> None:
+    """Run the study SPACE (a YAML in search_spaces/) on Ray Tune.
+
+    --set KEY=VALUE changes the study's base config before it is validated.
+    """
     from dataclasses import replace
 
+    from lt_ray.config import parse_override
     from lt_ray.tune.space import load_spec
 
     setup_logging()
-    spec = load_spec(space)
+    changes = dict(parse_override(text) for text in overrides)
+    spec = load_spec(space, overrides=changes)
     if name:
         spec = replace(spec, name=name)
     if num_samples:
@@ -227,13 +260,13 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
     if smoke:
         spec = spec.shrink_for_smoke()
     if dry_run:
-        click.echo(describe_plan(spec, storage))
+        click.echo(describe_plan(spec, storage, changes))
         return
     run_sweep(spec, storage=storage, address=address, resume=resume,
               dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root)
 
 
-def describe_plan(spec: Any, storage: str) -> str:
+def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = None) -> str:
     import yaml
 
     from lt_ray.tune.runner import study_dir_for
@@ -254,6 +287,9 @@ def describe_plan(spec: Any, storage: str) -> str:
     lines += [f"  {p.describe()}" for p in spec.params] or ["  (none: fixed config)"]
     lines.append("grid cells:")
     lines += [f"  {c.id}: {c.label}" for c in cells]
+    if overrides:
+        lines.append("overrides of base (--set): " + ", ".join(
+            f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()))
     lines.append("base config (resolved):")
     lines.append(yaml.safe_dump(spec.base, sort_keys=False).rstrip().replace("\n", "\n  "))
     return "\n".join(lines)
@@ -262,15 +298,15 @@ def describe_plan(spec: Any, storage: str) -> str:
 def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
               optuna_storage: str | None, data_root: str | None) -> None:
     """Check study folder and data, start/join Ray, check resources, fit, export, summarize."""
-    import ray
-
     from lt_ray.data import build_dataset, resolve_root
+    from lt_ray.results.provenance import collect_provenance
     from lt_ray.tune.export import export, summarize
     from lt_ray.tune.runner import (
         check_resources,
         check_study_dir,
-        run_study,
+        fit_study,
         start_ray,
+        stop_ray,
         study_dir_for,
         write_study_file,
     )
@@ -284,28 +320,31 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
     try:
         slots = check_resources(spec)
         if not resume:
-            write_study_file(study_dir, spec)
+            # provenance of the code submitted, collected once here: on every row, failed ones too
+            write_study_file(study_dir, spec, collect_provenance({"cpu": spec.cpu,
+                                                                   "gpu": spec.gpu}))
         if url:
             click.echo(f"Ray dashboard: {url}")
         click.echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
                    f"trials, {slots} at once -> {study_dir}")
-        cell_results = run_study(spec, study_dir, resume=resume, data_root=root,
-                                 optuna_storage=optuna_storage)
-        paths, records = export(spec, study_dir, cell_results)
+        results = fit_study(spec, study_dir, resume=resume, data_root=root,
+                            optuna_storage=optuna_storage)
+        paths, records = export(study_dir, results)
     finally:
-        ray.shutdown()
+        stop_ray()
     click.echo(summarize(spec.metrics, spec.modes, records))
     click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
 
 
 @main.command("export")
-@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.argument("study_dir")
 @user_errors
 def export_cmd(study_dir: str) -> None:
-    """(Re)write STUDY_DIR's trials/epochs/per_class Parquet files from its Tune results."""
+    """(Re)write STUDY_DIR's (a folder or URI) trials/epochs/per_class Parquet files from its
+    Tune results."""
     from lt_ray.tune.export import export_study_dir
 
-    paths, records = export_study_dir(Path(study_dir).resolve())
+    paths, records = export_study_dir(study_dir)
     click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -9,8 +9,13 @@ Semantic checks that need the registries (known names, hyper-parameter names) li
 from __future__ import annotations
 
 import dataclasses
+import functools
+import keyword
+import math
+import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
@@ -19,6 +24,38 @@ import yaml
 from lt_ray.errors import ConfigError
 
 C = TypeVar("C")
+FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with YAML 1.2 floats: ``5e-4``, ``1E5`` and ``2e0`` are numbers.
+
+    YAML 1.1 (PyYAML) needs a dot and a signed exponent (``5.0e-4``) and reads ``5e-4`` as the
+    string ``"5e-4"``. Every YAML the user writes (experiment and study files, ``--set``
+    values) is read with this loader (:func:`yaml_load`).
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "-+0123456789.":
+    YamlLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (FLOAT_TAG, _FLOAT_RE))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text safely, with YAML 1.2 floats (:class:`YamlLoader`)."""
+    return yaml.load(text, Loader=YamlLoader)  # safe: YamlLoader is a SafeLoader
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +151,12 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(raw)
 
 
+@functools.cache
+def _hints(obj: Any) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a config class or factory, evaluated once."""
+    return typing.get_type_hints(obj)
+
+
 def to_dict(obj: Any) -> Any:
     """Plain dict/list/scalars (YAML- and JSON-safe) of a config dataclass."""
     if dataclasses.is_dataclass(obj):
@@ -130,21 +173,42 @@ def from_dict(cls: type[C], raw: Any, path: str = "") -> C:
     if not isinstance(raw, dict):
         where = path or "the config"
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}: {raw!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in names:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
-            raise ConfigError(
-                f"unknown config key '{dotted}'{hint} (valid keys here: {', '.join(names)})"
-            )
+            raise _unknown_key(path, key, names)
         kwargs[key] = _coerce(hints[key], value, dotted)
     return cls(**kwargs)
+
+
+def _unknown_key(path: str, key: Any, names: list[str]) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+    return ConfigError(
+        f"unknown config key {_join(path, str(key))!r}{hint} (valid keys here: {', '.join(names)})"
+    )
+
+
+def check_key(dotted: str) -> None:
+    """Raise ConfigError unless ``dotted`` names a value of the experiment config (any key inside
+    a free-form mapping such as ``method.loss_args`` is accepted here)."""
+    tp: Any = ExperimentConfig
+    path = ""
+    for part in dotted.split("."):
+        if typing.get_origin(tp) is dict:
+            return
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"'{path}' is a value, not a section: {dotted}")
+        names = [f.name for f in dataclasses.fields(tp)]
+        if part not in names:
+            raise _unknown_key(path, part, names)
+        tp = _hints(tp)[part]
+        path = _join(path, part)
 
 
 def _join(path: str, key: str) -> str:
@@ -189,7 +253,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise _type_error(path, "an integer", value)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise _type_error(path, "a number within the float range", value) from None
         raise _type_error(path, "a number", value)
     if tp is str:
         if isinstance(value, str):
@@ -200,6 +267,55 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
 
 def _type_error(path: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"config key '{path}' must be {expected}, got {value!r}")
+
+
+def python_name(key: str) -> str:
+    """A hyper-parameter's Python spelling: ``lambda`` is a keyword, so it is ``lambda_``."""
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def hparam_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword-only parameters of a loss/rule factory with their defaults: its hyper-parameters."""
+    import inspect
+
+    params = inspect.signature(factory).parameters
+    return {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def resolve_hparams(
+    factory: Callable[..., Any], given: Mapping[Any, Any], *, section: str, owner: str
+) -> dict[str, Any]:
+    """Every hyper-parameter of ``factory``: the ``given`` ones coerced to their declared types
+    (``gamma: float = 1.0`` turns 2 into 2.0 and refuses ``true``, ``"x"``, null or a list), the
+    others at their defaults. Keys are the Python names (``lambda_``; ``lambda`` is accepted).
+
+    Args:
+        factory: the registered loss or rule factory (its keyword-only arguments).
+        given: the user's values, e.g. ``cfg.method.loss_args``.
+        section: the dotted config section for messages, e.g. ``method.loss_args``.
+        owner: what the factory builds, for messages, e.g. ``loss 'focal'``.
+    """
+    defaults = hparam_defaults(factory)
+    hints = _hints(factory)
+    valid = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
+    out = dict(defaults)
+    seen: dict[str, str] = {}
+    for key, value in given.items():
+        name = python_name(key) if isinstance(key, str) else key
+        if name not in defaults:
+            raise ConfigError(
+                f"{owner} has no hyper-parameter {key!r} (valid: {valid}); "
+                f"set them as {section}.NAME"
+            )
+        if name in seen:
+            raise ConfigError(f"{section}: {seen[name]!r} and {key!r} are the same key; give one")
+        seen[name] = key
+        dotted = f"{section}.{key}"
+        coerced = _coerce(hints.get(name, Any), value, dotted)
+        if isinstance(coerced, float) and not math.isfinite(coerced):
+            raise ConfigError(f"config key '{dotted}' must be a finite number, got {value!r}")
+        out[name] = coerced
+    return out
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -220,8 +336,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=0.05), got {text!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = yaml_load(value) if value.strip() else ""
+    except (yaml.YAMLError, RecursionError):
         parsed = value
     return key.strip(), parsed
 
@@ -234,7 +350,13 @@ def load_yaml(path: str) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {p} as a UTF-8 YAML file: {exc}") from None
+    try:
+        data = yaml_load(text)
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a config file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)

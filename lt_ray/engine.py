@@ -210,7 +210,7 @@ def fit(
             _diverged(epoch, len(loader) - 1, cfg)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "lr": cfg.optim.lr * factor,
+            "learning_rate": cfg.optim.lr * factor,
             "train_loss": float(loss_sum) / max(seen, 1),
             "train_acc": float(correct) / max(seen, 1),
             "train_images_per_s": seen / (time.perf_counter() - epoch_start),
@@ -252,7 +252,7 @@ def _diverged(epoch: int, step: int, cfg: ExperimentConfig) -> None:
 
 
 def _epoch_line(record: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}", f"lr {record['lr']:.4g}",
+    parts = [f"epoch {record['epoch']}/{epochs}", f"lr {record['learning_rate']:.4g}",
              f"loss {record['train_loss']:.4f}", f"train_acc {record['train_acc']:.3f}"]
     for key in ("val_acc", "val_hm", "val_lr", "test_acc"):
         if key in record and not math.isnan(record[key]):

@@ -1,12 +1,16 @@
-"""From a config to a trained method: validation, building, one run on disk.
+"""From a config to a trained method: resolution, validation, building, one run on disk.
 
+``resolve`` makes the method's recipe explicit (loss, rule, head and every hyper-parameter);
 ``validate`` checks everything that can be checked without data (names in registries,
-hyper-parameter names, ranges), so a bad input fails before any work starts. ``run`` is what
-``lt-ray train`` and the Ray trainable both call.
+hyper-parameter names, types and ranges, loss/head/rule compatibility), so a bad input fails
+before any work starts. Whether the requested device exists is a run-time check (``run``): a
+study's driver may validate on a CPU-only head node while its trials run on GPU workers.
+``run`` is what ``lt-ray train`` and the Ray trainable both call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,17 +25,24 @@ import yaml
 from lt_ray import __version__
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
-from lt_ray.data import SAMPLERS, LTData, build_dataset, validate_data_config
+from lt_ray.data import SAMPLERS, LTData, build_dataset, expected_class_counts
 from lt_ray.engine import EVAL_PRECISIONS, PRECISIONS, FitResult, Reporter, fit, resolve_device
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LOSSES, build_loss
+from lt_ray.losses.base import loss_traits, resolve_loss_args
 from lt_ray.methods import METHODS, Method
 from lt_ray.models import HEADS, MODELS
-from lt_ray.rules import RULES, build_rule
-from lt_ray.schedules import validate_schedule
+from lt_ray.registry import Registry
+from lt_ray.rules import RULES, build_rule, resolve_rule_args, rule_uses_class_weights
+from lt_ray.schedules import last_change_epoch, validate_schedule
 
 log = logging.getLogger(__name__)
 METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE = "metrics.json", "checkpoint.pt", "config.yaml"
+DEVICE_TYPES = ("cpu", "cuda")
+_HEAD_WHY = {
+    "normed": "its logits are the cosines of the NormedLinear head",
+    "linear": "it expects raw logits, not the unscaled cosines of the normed head",
+}
 
 
 def recipe(cfg: ExperimentConfig) -> dict[str, str]:
@@ -44,26 +55,118 @@ def recipe(cfg: ExperimentConfig) -> dict[str, str]:
     }
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Raise ConfigError for anything wrong in ``cfg`` that needs no data to find."""
-    validate_data_config(cfg.data)
-    MODELS.get(cfg.model.arch)
+def _check_name(registry: Registry[Any], name: str, key: str) -> None:
+    if name not in registry:
+        raise ConfigError(f"{key}: {registry.unknown_message(name)}")
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its method's recipe made explicit; idempotent.
+
+    ``method.loss``, ``method.rule`` and ``model.head`` are filled from the method's recipe
+    (``METHODS.meta``) unless set; ``method.loss_args`` and ``method.rule_args`` hold every
+    hyper-parameter of the resolved loss and rule: given values coerced to their declared types,
+    the others at their defaults. A hyper-parameter the resolved loss/rule does not have, or a
+    value of the wrong type, is a ConfigError naming ``method.loss_args.KEY``. This is what a
+    run records (config.yaml, metrics.json, the checkpoint).
+    """
+    _check_name(METHODS, cfg.method.name, "method.name")
     parts = recipe(cfg)
-    HEADS.get(parts["head"])
-    LOSSES.get(parts["loss"])
-    RULES.get(parts["rule"])
+    _check_name(LOSSES, parts["loss"], "method.loss")
+    _check_name(RULES, parts["rule"], "method.rule")
+    _check_name(HEADS, parts["head"], "model.head")
+    method = dataclasses.replace(
+        cfg.method,
+        loss=parts["loss"],
+        rule=parts["rule"],
+        loss_args=resolve_loss_args(parts["loss"], cfg.method.loss_args),
+        rule_args=resolve_rule_args(parts["rule"], cfg.method.rule_args),
+    )
+    model = dataclasses.replace(cfg.model, head=parts["head"])
+    return dataclasses.replace(cfg, method=method, model=model)
+
+
+def check_compatible(cfg: ExperimentConfig, raw: ExperimentConfig | None = None) -> None:
+    """Refuse a loss on the wrong head, and a re-weighting rule with a loss that ignores class
+    weights. ``cfg`` is resolved; ``raw`` (the user's config) only improves the message."""
+    m, head = cfg.method, cfg.model.head
+    assert m.loss is not None and m.rule is not None and head is not None
+    traits = loss_traits(m.loss)
+    if head != traits.head:
+        source = ""
+        if raw is not None and raw.model.head is None:
+            source = f" (the head of method {m.name!r})"
+        raise ConfigError(
+            f"loss {m.loss!r} needs model.head={traits.head} ({_HEAD_WHY[traits.head]}), but "
+            f"model.head is {head!r}{source}; set model.head={traits.head}"
+        )
+    if not traits.class_weights and rule_uses_class_weights(m.rule):
+        raise ConfigError(
+            f"loss {m.loss!r} ignores class weights, so train rule {m.rule!r} would do nothing; "
+            "use rule none or resample (set method.rule=none or method.rule=resample)"
+        )
+
+
+def check_device_name(name: str) -> None:
+    """Syntax of ``train.device`` (auto, cpu, cuda, cuda:N); availability is checked at run time
+    (:func:`runtime_device`), on the machine that trains."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"train.device={name!r} is not a device (auto, cpu, cuda, cuda:N)")
+
+
+def runtime_device(cfg: ExperimentConfig) -> torch.device:
+    """The training device on this machine; a ConfigError when ``train.device`` asks for CUDA
+    (or a CUDA device index) this machine does not have."""
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(
+                f"train.device={cfg.train.device!r} but this machine has {count} CUDA "
+                f"device(s) (cuda:0..cuda:{count - 1}); use cuda or auto"
+            )
+    return device
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError for anything wrong in ``cfg`` (raw or resolved) that needs no data to
+    find. Device availability is not checked here (see :func:`runtime_device`)."""
+    expected_class_counts(cfg.data)  # long-tail settings; no class may be left empty
+    _check_name(MODELS, cfg.model.arch, "model.arch")
+    resolved = resolve(cfg)
+    check_compatible(resolved, cfg)
+    m = resolved.method
     dummy_counts = torch.tensor([10, 5])
-    build_loss(parts["loss"], dummy_counts, **cfg.method.loss_args)
-    build_rule(parts["rule"], dummy_counts, **cfg.method.rule_args)
-    if cfg.method.mixup_alpha < 0:
-        raise ConfigError(f"method.mixup_alpha must be >= 0, got {cfg.method.mixup_alpha}")
+    build_loss(m.loss, dummy_counts, **m.loss_args)  # range checks live in the constructors
+    build_rule(m.rule, dummy_counts, **m.rule_args)
+    if not m.mixup_alpha >= 0 or not math.isfinite(m.mixup_alpha):
+        raise ConfigError(f"method.mixup_alpha must be >= 0, got {m.mixup_alpha}")
+    for key, value in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
+        if not 0 <= value < 2**32:
+            raise ConfigError(f"{key} must be in [0, 2**32 - 1] (a numpy seed), got {value}")
     validate_schedule(cfg.optim)
-    if not cfg.optim.lr > 0 or not math.isfinite(cfg.optim.lr):
-        raise ConfigError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
+    o = cfg.optim
+    if not o.lr > 0 or not math.isfinite(o.lr):
+        raise ConfigError(f"optim.lr must be a positive number, got {o.lr}")
+    if not 0 <= o.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {o.momentum}")
+    if not 0 <= o.weight_decay < math.inf:
+        raise ConfigError(f"optim.weight_decay must be a number >= 0, got {o.weight_decay}")
+    if o.nesterov and o.momentum == 0:
+        raise ConfigError("optim.nesterov needs optim.momentum > 0")
     t = cfg.train
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every", "checkpoint_every"):
         if getattr(t, key) <= 0:
             raise ConfigError(f"train.{key} must be > 0, got {getattr(t, key)}")
+    for key in ("crop_padding", "cutout"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0 (0 disables it), got {getattr(t, key)}")
     if t.precision not in ("auto", *PRECISIONS):
         raise ConfigError(f"train.precision={t.precision!r} is unknown (auto, fp32, bf16, fp16)")
     if t.eval_precision not in EVAL_PRECISIONS:
@@ -71,8 +174,23 @@ def validate(cfg: ExperimentConfig) -> None:
             f"train.eval_precision={t.eval_precision!r} is unknown "
             f"({', '.join(EVAL_PRECISIONS)})"
         )
-    SAMPLERS.get(t.sampler)
-    resolve_device(t.device)
+    if t.sampler not in SAMPLERS:
+        raise ConfigError(f"train.sampler: {SAMPLERS.unknown_message(t.sampler)}")
+    check_device_name(t.device)
+
+
+def last_phase_start(cfg: ExperimentConfig) -> int:
+    """The 0-indexed epoch from which nothing in the recipe changes any more: the last lr step
+    (or the end of the warmup), the DRW switch, the end of a loss curriculum; ``train.epochs``
+    when something changes until the end (a cosine lr, FeaBal's curriculum). Metrics compared
+    before it rank trials on an unfinished schedule."""
+    cfg = resolve(cfg)
+    epochs = cfg.train.epochs
+    counts = torch.tensor([10, 5])  # the phase boundaries do not depend on the counts
+    loss = build_loss(cfg.method.loss, counts, **cfg.method.loss_args)
+    rule = build_rule(cfg.method.rule, counts, **cfg.method.rule_args)
+    return max(last_change_epoch(cfg.optim, epochs), rule.last_change_epoch(epochs),
+               loss.last_change_epoch(epochs))
 
 
 def seed_everything(seed: int) -> None:
@@ -95,15 +213,19 @@ def run(
     resume: bool = False,
     data: LTData | None = None,
 ) -> FitResult:
-    """Validate, build data and method, train, and write results into ``out_dir``.
+    """Validate and resolve ``cfg``, check the device, build data and method, train, and write
+    results into ``out_dir``.
 
     ``out_dir`` receives ``checkpoint.pt`` (resumable, updated during training),
-    ``config.yaml`` and, at the end, ``metrics.json``.
+    ``config.yaml`` and, at the end, ``metrics.json``; all three record the resolved config
+    (:func:`resolve`). A ``train.device`` this machine lacks is a ConfigError raised here,
+    before any data is read or file written.
     """
     validate(cfg)
+    cfg = resolve(cfg)
+    device = runtime_device(cfg)
     if data is None:
         data = build_dataset(cfg.data, data_root)
-    device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
     method = build_method(cfg, data, device)
     checkpoint = None

@@ -7,17 +7,19 @@ config fields (``method.rule_args``), never literals in the loop.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from lt_ray.config import hparam_defaults, resolve_hparams
 from lt_ray.errors import ConfigError
 from lt_ray.registry import Registry
 
 RuleFactory = Callable[..., "TrainRule"]
+#: Every rule registers with ``class_weights``: True when it acts through per-class loss weights
+#: (so it does nothing with a loss that ignores them, such as LADE or GML).
 RULES: Registry[RuleFactory] = Registry("train rule")
 
 
@@ -40,8 +42,12 @@ class TrainRule:
     def sampler(self, epoch: int, num_epochs: int) -> tuple[str, dict[str, Any]] | None:
         return None
 
+    def last_change_epoch(self, num_epochs: int) -> int:
+        """The 0-indexed epoch from which the rule no longer changes (0: it never does)."""
+        return 0
 
-@RULES.register("none")
+
+@RULES.register("none", class_weights=False)
 def none_rule(class_counts: torch.Tensor) -> TrainRule:
     """Plain training: instance sampling and unweighted loss."""
     return TrainRule()
@@ -73,19 +79,22 @@ class DeferredReweight(TrainRule):
     def start_epoch(self, num_epochs: int) -> int:
         return int(round(self.start_fraction * num_epochs))
 
+    def last_change_epoch(self, num_epochs: int) -> int:
+        return min(self.start_epoch(num_epochs), num_epochs)
+
     def class_weights(self, epoch: int, num_epochs: int) -> torch.Tensor | None:
         if epoch < self.start_epoch(num_epochs):
             return None
         return effective_number_weights(self.class_counts, self.beta)
 
 
-@RULES.register("reweight")
+@RULES.register("reweight", class_weights=True)
 def reweight(class_counts: torch.Tensor, *, beta: float = 0.9999) -> TrainRule:
     """Effective-number class weights in the loss from the first epoch (beta: 0 = uniform)."""
     return Reweight(class_counts, beta)
 
 
-@RULES.register("resample")
+@RULES.register("resample", class_weights=False)
 def resample(class_counts: torch.Tensor, *, beta: float = 0.9999) -> TrainRule:
     """Draw each epoch with replacement, sample weight (1-beta)/(1-beta^n_y).
 
@@ -95,7 +104,7 @@ def resample(class_counts: torch.Tensor, *, beta: float = 0.9999) -> TrainRule:
     return Resample(beta)
 
 
-@RULES.register("drw")
+@RULES.register("drw", class_weights=True)
 def drw(
     class_counts: torch.Tensor, *, beta: float = 0.9999, start_fraction: float = 0.8
 ) -> TrainRule:
@@ -105,20 +114,34 @@ def drw(
 
 
 def rule_hparams(name: str) -> dict[str, Any]:
-    params = inspect.signature(RULES.get(name)).parameters
-    return {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
+    """Keyword hyper-parameters of train rule ``name`` with their defaults."""
+    return hparam_defaults(RULES.get(name))
+
+
+def rule_uses_class_weights(name: str) -> bool:
+    """True when train rule ``name`` acts through per-class loss weights (reweight, drw)."""
+    return bool(RULES.meta(name)["class_weights"])
+
+
+def resolve_rule_args(name: str, given: Mapping[Any, Any]) -> dict[str, Any]:
+    """Every hyper-parameter of rule ``name``: ``given`` coerced to the declared types (a
+    ConfigError names ``method.rule_args.KEY`` and the expected type), the rest at defaults."""
+    return resolve_hparams(
+        RULES.get(name), given, section="method.rule_args", owner=f"train rule {name!r}"
+    )
 
 
 def build_rule(name: str, class_counts: torch.Tensor, **hparams: Any) -> TrainRule:
-    known = rule_hparams(name)
-    unknown = sorted(set(hparams) - set(known))
-    if unknown:
-        valid = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
+    """Build train rule ``name``; unknown, mistyped or out-of-range hyper-parameters raise a
+    ConfigError naming ``method.rule_args.KEY``."""
+    args = resolve_rule_args(name, hparams)
+    if "beta" in args and not 0.0 <= args["beta"] < 1.0:
         raise ConfigError(
-            f"train rule {name!r} has no hyper-parameter {', '.join(map(repr, unknown))} "
-            f"(valid: {valid}); set them as method.rule_args.NAME"
+            f"method.rule_args.beta must be in [0, 1) (0 = uniform weights), got {args['beta']}"
         )
-    beta = hparams.get("beta", 0.0)
-    if not 0.0 <= beta < 1.0:
-        raise ConfigError(f"method.rule_args.beta must be in [0, 1), got {beta}")
-    return RULES.get(name)(torch.as_tensor(class_counts), **hparams)
+    if "start_fraction" in args and not 0.0 <= args["start_fraction"] <= 1.0:
+        raise ConfigError(
+            "method.rule_args.start_fraction must be in [0, 1] (the share of the epochs before "
+            f"re-weighting starts, e.g. 0.8), got {args['start_fraction']}"
+        )
+    return RULES.get(name)(torch.as_tensor(class_counts), **args)

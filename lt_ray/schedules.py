@@ -49,6 +49,18 @@ def lr_factor(epoch: int, num_epochs: int, cfg: OptimConfig) -> float:
     return SCHEDULES[cfg.schedule](epoch, num_epochs, cfg, warmup)
 
 
+def last_change_epoch(cfg: OptimConfig, num_epochs: int) -> int:
+    """The 0-indexed epoch from which the lr no longer changes: the end of the warmup, the last
+    step of a step schedule, or ``num_epochs`` for cosine (it decays until the last epoch)."""
+    warmup = warmup_length(cfg, num_epochs)
+    if cfg.schedule == "cosine":
+        return num_epochs
+    if cfg.schedule == "step":
+        steps = [int(round(m * num_epochs)) for m in cfg.milestones]
+        return max([warmup, *(b for b in steps if b < num_epochs)])
+    return warmup
+
+
 def validate_schedule(cfg: OptimConfig) -> None:
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(
@@ -59,6 +71,10 @@ def validate_schedule(cfg: OptimConfig) -> None:
             "optim.milestones and optim.decay need the same length "
             f"(got {len(cfg.milestones)} and {len(cfg.decay)})"
         )
+    if any(not (0 < d < math.inf) for d in cfg.decay):
+        raise ConfigError(f"optim.decay must hold lr multipliers > 0, got {cfg.decay}")
+    if cfg.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
     if list(cfg.milestones) != sorted(cfg.milestones) or any(
         not 0 < m <= 1 for m in cfg.milestones
     ):

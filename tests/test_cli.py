@@ -50,6 +50,17 @@ def test_train_writes_metrics_checkpoint_and_config(tmp_path):
          "no hyper-parameter 'gamm'"),
         (["--set", "train.precision=fp8"], "train.precision"),
         (["--set", "optim.lr"], "KEY=VALUE"),
+        (["--set", "optim.weight_decay=-5e-4"], "optim.weight_decay must be a number >= 0"),
+        (["--method", "focal", "--set", "method.loss_args.gamma=abc"],
+         "config key 'method.loss_args.gamma' must be a number, got 'abc'"),
+        (["--method", "focal", "--set", "method.loss_args.gamma=-2e0"],
+         "focal loss: method.loss_args.gamma must be >= 0, got -2.0"),
+        (["--method", "ldam_drw", "--set", "model.head=linear"], "set model.head=normed"),
+        (["--set", "method.loss=ldam"], "set model.head=normed"),
+        (["--method", "lade", "--set", "method.rule=drw"],
+         "loss 'lade' ignores class weights, so train rule 'drw' would do nothing"),
+        (["--set", "train.device=gpu"], "train.device='gpu' is not a device"),
+        (["--set", "method.rule_args.beta=0.9"], "train rule 'none' has no hyper-parameter"),
     ],
 )
 def test_bad_input_exits_2_with_one_message_and_writes_nothing(tmp_path, args, message):
@@ -140,3 +151,80 @@ def test_overwrite_with_missing_data_keeps_the_previous_run(tmp_path):
                  "--data-root", str(tmp_path / "nowhere"), "--out", str(out), "--overwrite")
     assert res.exit_code == 2
     assert (out / "metrics.json").is_file() and (out / "checkpoint.pt").is_file()
+
+
+def test_scientific_notation_in_set_values():
+    from lt_ray.cli import load_config
+    from lt_ray.experiment import resolve, validate
+
+    cfg = load_config(None, "focal", ("optim.weight_decay=5e-4", "method.loss_args.gamma=2e0",
+                                      "optim.lr=1E-1"))
+    validate(cfg)
+    assert cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 0.1
+    assert resolve(cfg).method.loss_args == {"gamma": 2.0}
+
+
+def test_train_records_the_resolved_recipe(tmp_path):
+    import torch
+    import yaml
+
+    out = tmp_path / "run"
+    res = invoke("train", "--method", "ldam_drw", *tiny_overrides(), "--set", "train.epochs=1",
+                 "--set", "optim.weight_decay=5e-4", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"]["loss"] == "ldam" and saved["method"]["rule"] == "drw"
+    assert saved["model"]["head"] == "normed"
+    assert saved["method"]["loss_args"] == {"max_m": 0.5, "s": 30.0}
+    assert saved["method"]["rule_args"] == {"beta": 0.9999, "start_fraction": 0.8}
+    assert saved["optim"]["weight_decay"] == 5e-4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"] == saved
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["config"] == saved
+    res = invoke("train", "--method", "ldam_drw", *tiny_overrides(), "--set", "train.epochs=1",
+                 "--set", "optim.weight_decay=5e-4", "--set", "method.loss_args.s=30",
+                 "--out", str(out), "--resume")  # the same resolved config: resumable
+    assert res.exit_code == 0, res.output
+
+
+def test_cuda_missing_is_a_runtime_error_that_writes_nothing(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    res = invoke("train", *tiny_overrides(), "--set", "train.device=cuda", "--out", str(out))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert "train.device='cuda' but CUDA is not available" in res.output
+    assert not out.exists()
+
+
+def test_sweep_set_overrides_the_base_and_shows_it(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("base: {data: {dataset: synthetic}, train: {epochs: 2}}\n"
+                    "grid: {method.name: [ce, bsce]}\n"
+                    "space: {optim.lr: {loguniform: [0.01, 0.1]}}\n")
+    res = invoke("sweep", str(path), "--dry-run", "--set", "train.epochs=30",
+                 "--set", "optim.weight_decay=5e-4")
+    assert res.exit_code == 0, res.output
+    assert "overrides of base (--set): train.epochs=30, optim.weight_decay=0.0005" in res.output
+    assert "epochs: 30" in res.output and "weight_decay: 0.0005" in res.output
+    for args, message in [
+        (["--set", "method.name=focal"], "--set method.name: method.name is a grid axis"),
+        (["--set", "optim.lr=0.1"], "--set optim.lr: optim.lr is searched"),
+        (["--set", "optim={lr: 0.1}"], "optim.lr is searched"),
+        (["--set", "train.epochs=0"], "train.epochs must be > 0"),
+        (["--set", "search.metric=val_acc"], "--set search.metric: unknown config key 'search'"),
+        (["--set", "train.epochs"], "KEY=VALUE"),
+    ]:
+        res = invoke("sweep", str(path), "--dry-run", *args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output
+        assert [line for line in res.output.splitlines() if line] == [res.output.strip()]
+    assert "--set KEY=VALUE" in invoke("sweep", "--help").output
+
+
+def test_list_shows_declared_heads_and_weights():
+    res = invoke("list")
+    assert "max_m=0.5, s=30.0  [head normed]" in res.output
+    assert "[head linear, ignores class weights]" in res.output

@@ -71,3 +71,23 @@ def test_rule_errors_name_the_bad_input():
         build_rule("drw", torch.tensor([1, 2]), gamma=1)
     with pytest.raises(ConfigError, match="beta"):
         build_rule("reweight", torch.tensor([1, 2]), beta=1.0)
+
+
+def test_rule_args_are_typed_and_range_checked():
+    from lt_ray.rules import RULES, rule_uses_class_weights
+
+    counts = torch.tensor([100, 10])
+    rule = build_rule("drw", counts, beta=0, start_fraction=1)
+    assert rule.beta == 0.0 and isinstance(rule.start_fraction, float)
+    with pytest.raises(ConfigError, match=r"'method\.rule_args\.beta' must be a number, got True"):
+        build_rule("reweight", counts, beta=True)
+    with pytest.raises(ConfigError, match=r"method\.rule_args\.start_fraction must be in \[0, 1\]"):
+        build_rule("drw", counts, start_fraction=-0.1)
+    assert {n for n in RULES.names() if rule_uses_class_weights(n)} == {"reweight", "drw"}
+
+
+def test_bad_decay_and_warmup_are_rejected():
+    with pytest.raises(ConfigError, match="optim.decay"):
+        validate_schedule(OptimConfig(decay=(0.1, 0.0)))
+    with pytest.raises(ConfigError, match="optim.warmup_epochs"):
+        validate_schedule(OptimConfig(warmup_epochs=-1))

@@ -10,6 +10,7 @@ from lt_ray.data.base import (
     LTData,
     Split,
     build_dataset,
+    expected_class_counts,
     resolve_root,
     validate_data_config,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Split",
     "build_dataset",
     "class_counts",
+    "expected_class_counts",
     "mixup",
     "resolve_root",
     "select_longtail",

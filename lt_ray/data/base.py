@@ -1,8 +1,10 @@
 """Dataset containers (:class:`Split`, :class:`LTData`), the DATASETS registry and its front door.
 
-A dataset factory is registered under a name (``@DATASETS.register("cifar10")``) and called as
-``factory(cfg: DataConfig, root: Path) -> LTData``. Callers use :func:`build_dataset`, which
-resolves the data root, validates the long-tail settings and then calls the factory.
+A dataset factory is registered under a name (``@DATASETS.register("cifar10", counts=fn)``) and
+called as ``factory(cfg: DataConfig, root: Path) -> LTData``; ``counts(cfg) -> list[int]`` gives
+its per-class training counts without reading data (:func:`expected_class_counts`). Callers use
+:func:`build_dataset`, which resolves the data root, validates the long-tail settings and then
+calls the factory.
 """
 
 from __future__ import annotations
@@ -153,6 +155,16 @@ def validate_data_config(cfg: DataConfig) -> None:
             f"data.val_fraction={v!r} must be strictly between 0 and 1 "
             "(the share of each class of the official test set used for validation, e.g. 0.5)"
         )
+
+
+def expected_class_counts(cfg: DataConfig) -> list[int]:
+    """Per-class training counts that ``build_dataset(cfg)`` will produce, from the config alone
+    (no file is read): each dataset registers a ``counts`` function next to its factory.
+
+    Raises ConfigError for invalid long-tail settings or a class left without images.
+    """
+    validate_data_config(cfg)
+    return list(DATASETS.meta(cfg.dataset)["counts"](cfg))
 
 
 def build_dataset(cfg: DataConfig, root: str | Path | None = None) -> LTData:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from lt_ray.config import DataConfig
 from lt_ray.data.base import DATA_ENV, DATASETS, LTData
-from lt_ray.data.longtail import make_ltdata
+from lt_ray.data.longtail import make_ltdata, subset_counts
 from lt_ray.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -216,5 +217,13 @@ def _factory(layout: _Layout):
     return build
 
 
-DATASETS.add("cifar10", _factory(CIFAR10))
-DATASETS.add("cifar100", _factory(CIFAR100))
+def _counts(layout: _Layout) -> Callable[[DataConfig], list[int]]:
+    def counts(cfg: DataConfig) -> list[int]:
+        c = layout.num_classes
+        return subset_counts(layout.name, cfg, 50000 / c, c)
+
+    return counts
+
+
+DATASETS.add("cifar10", _factory(CIFAR10), counts=_counts(CIFAR10))
+DATASETS.add("cifar100", _factory(CIFAR100), counts=_counts(CIFAR100))

@@ -48,6 +48,20 @@ def class_counts(n_max: float, num_classes: int, imb_type: str, imb_factor: floa
     raise ConfigError(f"imb_type must be one of exp, step, none; got {imb_type!r}")
 
 
+def subset_counts(name: str, cfg: DataConfig, n_max: float, num_classes: int) -> list[int]:
+    """:func:`class_counts` for dataset ``name`` under ``cfg``; a ConfigError when a class would
+    be left without training images. Needs no data (``lt_ray.data.expected_class_counts``)."""
+    counts = class_counts(n_max, num_classes, cfg.imb_type, cfg.imb_factor)
+    if min(counts) < 1:
+        tail = counts.index(min(counts))
+        raise ConfigError(
+            f"data.imb_factor={cfg.imb_factor:g} with {cfg.imb_type} imbalance leaves class {tail} "
+            f"of {name} without training images (n_max={n_max:g}); lower data.imb_factor"
+            + (" or raise data.synthetic.n_max" if name == "synthetic" else "")
+        )
+    return counts
+
+
 def select_longtail(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
     """Indices of the kept training samples (METHODS.md §1.2), class by class.
 
@@ -130,14 +144,7 @@ def make_ltdata(
     ``cfg.val_fraction`` and ``cfg.split_seed``.
     """
     num_classes = len(class_names)
-    counts = class_counts(n_max, num_classes, cfg.imb_type, cfg.imb_factor)
-    if min(counts) < 1:
-        tail = counts.index(min(counts))
-        raise ConfigError(
-            f"data.imb_factor={cfg.imb_factor:g} with {cfg.imb_type} imbalance leaves class {tail} "
-            f"of {name} without training images (n_max={n_max:g}); lower data.imb_factor"
-            + (" or raise data.synthetic.n_max" if name == "synthetic" else "")
-        )
+    counts = subset_counts(name, cfg, n_max, num_classes)
     kept = select_longtail(train_y, counts, cfg.split_seed)
     train = _split(train_x, train_y, kept)
     val_idx, test_idx = split_val_test(test_y, cfg.val_fraction, cfg.split_seed)

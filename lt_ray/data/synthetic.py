@@ -13,6 +13,7 @@ The official test set holds ``synthetic.test_per_class`` images per class.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,17 @@ import torch.nn.functional as F
 
 from lt_ray.config import DataConfig, SyntheticConfig
 from lt_ray.data.base import DATASETS, LTData
-from lt_ray.data.longtail import make_ltdata
+from lt_ray.data.longtail import make_ltdata, subset_counts
 from lt_ray.errors import ConfigError
+
+MAX_CLASSES = 1000
+MAX_POOL_BYTES = 4 * 2**30  # the generated balanced pool (train + test images, uint8)
 
 
 def _check(s: SyntheticConfig) -> None:
     problems = []
-    if s.num_classes < 2:
-        problems.append(f"data.synthetic.num_classes={s.num_classes} must be >= 2")
+    if not 2 <= s.num_classes <= MAX_CLASSES:
+        problems.append(f"data.synthetic.num_classes={s.num_classes} must be in 2..{MAX_CLASSES}")
     if s.n_max < 1:
         problems.append(f"data.synthetic.n_max={s.n_max} must be >= 1")
     if s.image_size < 4:
@@ -37,10 +41,17 @@ def _check(s: SyntheticConfig) -> None:
         problems.append(
             f"data.synthetic.test_per_class={s.test_per_class} must be >= 2 (val and test halves)"
         )
-    if not s.noise >= 0:
-        problems.append(f"data.synthetic.noise={s.noise} must be >= 0")
+    if not 0 <= s.noise < math.inf:
+        problems.append(f"data.synthetic.noise={s.noise} must be a number >= 0")
     if problems:
         raise ConfigError("; ".join(problems))
+    pool = s.num_classes * (s.n_max + s.test_per_class) * 3 * s.image_size**2
+    if pool > MAX_POOL_BYTES:
+        raise ConfigError(
+            f"data.synthetic: {s.num_classes} classes x {s.n_max + s.test_per_class} images of "
+            f"{s.image_size}x{s.image_size} pixels need {pool / 2**30:.1f} GiB (at most "
+            f"{MAX_POOL_BYTES // 2**30} GiB); lower n_max, test_per_class or image_size"
+        )
 
 
 def templates(num_classes: int, image_size: int, seed: int) -> np.ndarray:
@@ -70,7 +81,13 @@ def _images(tmpl: np.ndarray, labels: np.ndarray, noise: float, rng: np.random.G
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
-@DATASETS.register("synthetic")
+def synthetic_counts(cfg: DataConfig) -> list[int]:
+    """Per-class training counts of the synthetic long-tailed subset (no images generated)."""
+    _check(cfg.synthetic)
+    return subset_counts("synthetic", cfg, float(cfg.synthetic.n_max), cfg.synthetic.num_classes)
+
+
+@DATASETS.register("synthetic", counts=synthetic_counts)
 def build_synthetic(cfg: DataConfig, root: Path) -> LTData:
     """Generated long-tailed images with a learnable class signal (data.synthetic); no files."""
     del root

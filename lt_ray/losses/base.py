@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from lt_ray.config import hparam_defaults, resolve_hparams
 from lt_ray.errors import ConfigError
 from lt_ray.registry import Registry
 
 LossFactory = Callable[..., "LTLoss"]
+#: Every loss registers with two traits: ``head`` (the classifier head its logits assume:
+#: ``linear`` raw logits or ``normed`` cosines) and ``class_weights`` (whether ``forward`` uses
+#: a train rule's ``weight``), e.g. ``@LOSSES.register("ldam", head="normed", class_weights=True)``.
 LOSSES: Registry[LossFactory] = Registry("loss")
+
+
+@dataclass(frozen=True)
+class LossTraits:
+    """What a loss needs from the rest of the method (registry metadata, see ``LOSSES``)."""
+
+    head: str  # the head whose outputs the loss expects: linear | normed
+    class_weights: bool  # True when forward() applies a train rule's per-class weight
+
+
+def loss_traits(name: str) -> LossTraits:
+    """The declared head and class-weight use of loss ``name``."""
+    meta = LOSSES.meta(name)
+    return LossTraits(head=meta["head"], class_weights=meta["class_weights"])
 
 
 class LTLoss(nn.Module):
@@ -48,6 +66,11 @@ class LTLoss(nn.Module):
         """Hook called by the engine at the start of every epoch (0-indexed) with the run's
         epoch count (default 200, the CIFAR-LT protocol). Default: no-op."""
 
+    def last_change_epoch(self, num_epochs: int) -> int:
+        """The 0-indexed epoch from which ``set_epoch`` no longer changes the loss (0: never
+        does); a curriculum that moves every epoch returns ``num_epochs``."""
+        return 0
+
     def forward(  # noqa: D102
         self,
         logits: torch.Tensor,
@@ -61,31 +84,21 @@ class LTLoss(nn.Module):
 
 def loss_hparams(name: str) -> dict[str, Any]:
     """Keyword hyper-parameters of loss ``name`` with their defaults."""
-    factory = LOSSES.get(name)
-    params = inspect.signature(factory).parameters
-    return {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
+    return hparam_defaults(LOSSES.get(name))
 
 
-def _python_name(key: str) -> str:
-    """``lambda`` is a Python keyword: the parameter is spelled ``lambda_``."""
-    import keyword
-
-    return f"{key}_" if keyword.iskeyword(key) else key
+def resolve_loss_args(name: str, given: Mapping[Any, Any]) -> dict[str, Any]:
+    """Every hyper-parameter of loss ``name``: ``given`` coerced to the declared types (a
+    ConfigError names ``method.loss_args.KEY`` and the expected type), the rest at defaults."""
+    return resolve_hparams(
+        LOSSES.get(name), given, section="method.loss_args", owner=f"loss {name!r}"
+    )
 
 
 def build_loss(name: str, class_counts: Any, **hparams: Any) -> LTLoss:
     """Build registered loss ``name`` for the given training class counts.
 
-    Unknown hyper-parameter names raise a ConfigError listing the valid ones.
+    Unknown hyper-parameter names and values of the wrong type raise a ConfigError naming them.
     """
-    hparams = {_python_name(k): v for k, v in hparams.items()}
-    known = loss_hparams(name)
-    unknown = sorted(set(hparams) - set(known))
-    if unknown:
-        valid = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
-        raise ConfigError(
-            f"loss {name!r} has no hyper-parameter {', '.join(map(repr, unknown))} "
-            f"(valid: {valid}); set them as method.loss_args.NAME"
-        )
     counts = torch.as_tensor(class_counts, dtype=torch.float32)
-    return LOSSES.get(name)(counts, **hparams)
+    return LOSSES.get(name)(counts, **resolve_loss_args(name, hparams))

@@ -33,7 +33,7 @@ class BalancedSoftmaxLoss(LTLoss):
         return F.cross_entropy(logits.float() + self.log_counts, targets, weight=w)
 
 
-@LOSSES.register("bsce")
+@LOSSES.register("bsce", head="linear", class_weights=True)
 def bsce(class_counts: torch.Tensor) -> LTLoss:
     """Balanced Softmax cross-entropy for the given training class counts."""
     return BalancedSoftmaxLoss(class_counts)

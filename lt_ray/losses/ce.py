@@ -28,7 +28,7 @@ class CELoss(LTLoss):
         return F.cross_entropy(logits.float(), targets, weight=w)
 
 
-@LOSSES.register("ce")
+@LOSSES.register("ce", head="linear", class_weights=True)
 def ce(class_counts: torch.Tensor) -> LTLoss:
     """Cross-entropy; ``class_counts`` is only validated."""
     return CELoss(class_counts)

@@ -39,7 +39,7 @@ class FeaBalLoss(LTLoss):
     def __init__(self, class_counts: torch.Tensor, *, lambda_: float, curriculum: bool) -> None:
         super().__init__(class_counts)
         if lambda_ < 0:
-            raise ConfigError(f"feabal loss: lambda must be >= 0, got {lambda_}")
+            raise ConfigError(f"feabal loss: method.loss_args.lambda must be >= 0, got {lambda_}")
         log_n = torch.log(self.class_counts)
         span = log_n.max() - log_n.min()
         delta = (log_n.max() - log_n) / span if bool(span > 0) else torch.zeros_like(log_n)
@@ -52,6 +52,10 @@ class FeaBalLoss(LTLoss):
         """Set ``curr = (epoch / (RAMP_FRACTION·num_epochs))²`` (1 without the curriculum)."""
         if self.curriculum:
             self.curr = (epoch / (RAMP_FRACTION * num_epochs)) ** 2
+
+    def last_change_epoch(self, num_epochs: int) -> int:
+        """``curr`` grows every epoch until the last one (with the curriculum)."""
+        return num_epochs if self.curriculum else 0
 
     def forward(
         self,
@@ -72,7 +76,7 @@ class FeaBalLoss(LTLoss):
         return F.cross_entropy(adjusted, targets, weight=w)
 
 
-@LOSSES.register("feabal")
+@LOSSES.register("feabal", head="linear", class_weights=True)
 def feabal(
     class_counts: torch.Tensor, *, lambda_: float = 60.0, curriculum: bool = True
 ) -> LTLoss:

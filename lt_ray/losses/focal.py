@@ -26,7 +26,7 @@ class FocalLoss(LTLoss):
     def __init__(self, class_counts: torch.Tensor, *, gamma: float) -> None:
         super().__init__(class_counts)
         if gamma < 0:
-            raise ConfigError(f"focal loss: gamma must be >= 0, got {gamma}")
+            raise ConfigError(f"focal loss: method.loss_args.gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
 
     def forward(
@@ -43,7 +43,7 @@ class FocalLoss(LTLoss):
         return ((1.0 - p) ** self.gamma * ce).mean()
 
 
-@LOSSES.register("focal")
+@LOSSES.register("focal", head="linear", class_weights=True)
 def focal(class_counts: torch.Tensor, *, gamma: float = 1.0) -> LTLoss:
     """Focal loss; ``gamma`` = 1 as in FBL and LDAM-DRW."""
     return FocalLoss(class_counts, gamma=gamma)

@@ -26,7 +26,7 @@ class GMLLoss(LTLoss):
     def __init__(self, class_counts: torch.Tensor, *, p: float) -> None:
         super().__init__(class_counts)
         if p <= 0:
-            raise ConfigError(f"gml loss: p must be > 0, got {p}")
+            raise ConfigError(f"gml loss: method.loss_args.p must be > 0, got {p}")
         self.register_buffer("log_counts", torch.log(self.class_counts), persistent=False)
         self.p = float(p)
 
@@ -53,7 +53,7 @@ class GMLLoss(LTLoss):
         return neg_log_recall.pow(self.p).mean().pow(1.0 / self.p)
 
 
-@LOSSES.register("gml")
+@LOSSES.register("gml", head="linear", class_weights=False)
 def gml(class_counts: torch.Tensor, *, p: float = 1.0) -> LTLoss:
     """GML with ``p`` = 1 (the authors' setting)."""
     return GMLLoss(class_counts, p=p)

@@ -35,9 +35,11 @@ class LADELoss(LTLoss):
     ) -> None:
         super().__init__(class_counts)
         if alpha < 0:
-            raise ConfigError(f"lade loss: alpha must be >= 0, got {alpha}")
+            raise ConfigError(f"lade loss: method.loss_args.alpha must be >= 0, got {alpha}")
         if remine_lambda < 0:
-            raise ConfigError(f"lade loss: remine_lambda must be >= 0, got {remine_lambda}")
+            raise ConfigError(
+                f"lade loss: method.loss_args.remine_lambda must be >= 0, got {remine_lambda}"
+            )
         self.register_buffer("prior", self.class_counts / self.class_counts.sum(), persistent=False)
         self.alpha = float(alpha)
         self.remine_lambda = float(remine_lambda)
@@ -64,7 +66,7 @@ class LADELoss(LTLoss):
         return prior_ce + self.alpha * -(self.prior * estimate).sum()
 
 
-@LOSSES.register("lade")
+@LOSSES.register("lade", head="linear", class_weights=False)
 def lade(
     class_counts: torch.Tensor, *, alpha: float = 0.1, remine_lambda: float = 0.1
 ) -> LTLoss:

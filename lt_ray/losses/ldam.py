@@ -26,9 +26,9 @@ class LDAMLoss(LTLoss):
     def __init__(self, class_counts: torch.Tensor, *, max_m: float, s: float) -> None:
         super().__init__(class_counts)
         if max_m < 0:
-            raise ConfigError(f"ldam loss: max_m must be >= 0, got {max_m}")
+            raise ConfigError(f"ldam loss: method.loss_args.max_m must be >= 0, got {max_m}")
         if s <= 0:
-            raise ConfigError(f"ldam loss: s must be > 0, got {s}")
+            raise ConfigError(f"ldam loss: method.loss_args.s must be > 0, got {s}")
         inv_root4 = self.class_counts.pow(-0.25)
         self.register_buffer("margins", inv_root4 * (max_m / inv_root4.max()), persistent=False)
         self.max_m = float(max_m)
@@ -49,7 +49,7 @@ class LDAMLoss(LTLoss):
         return F.cross_entropy(adjusted, targets, weight=w)
 
 
-@LOSSES.register("ldam")
+@LOSSES.register("ldam", head="normed", class_weights=True)
 def ldam(class_counts: torch.Tensor, *, max_m: float = 0.5, s: float = 30.0) -> LTLoss:
     """LDAM with the paper's CIFAR defaults ``max_m`` = 0.5, ``s`` = 30."""
     return LDAMLoss(class_counts, max_m=max_m, s=s)

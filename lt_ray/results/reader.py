@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from lt_ray import storage
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import METRICS, summarize
 from lt_ray.results import schema as S
@@ -23,7 +23,7 @@ class StudyTables:
     does not depend on whether a null is present); float columns hold NaN for null.
     """
 
-    path: Path
+    path: str  # the study folder or URI
     trials: pd.DataFrame
     epochs: pd.DataFrame
     per_class: pd.DataFrame
@@ -38,26 +38,28 @@ def _types_mapper(kind: pa.DataType) -> object | None:
 
 
 def read_study(study_dir: Path | str) -> StudyTables:
-    """Read ``trials``/``epochs``/``per_class.parquet`` from ``study_dir``.
+    """Read ``trials``/``epochs``/``per_class.parquet`` from ``study_dir`` (a path or a URI).
 
     Raises :class:`LTRayError` when the folder or a file is missing, unreadable, or lacks one
     of the fixed columns of :mod:`lt_ray.results.schema`.
     """
-    study_dir = Path(study_dir)
-    missing = [name for name in S.FILES if not (study_dir / name).is_file()]
+    study_dir = storage.normalize(study_dir)
+    try:
+        missing = [name for name in S.FILES if not storage.is_file(storage.join(study_dir, name))]
+        absent_dir = missing and not storage.exists(study_dir)
+    except (OSError, ValueError) as exc:
+        raise LTRayError(f"cannot read study results in {study_dir}: {exc}") from None
     if missing:
-        what = (
-            "folder does not exist" if not study_dir.is_dir() else f"missing {', '.join(missing)}"
-        )
+        what = "folder does not exist" if absent_dir else f"missing {', '.join(missing)}"
         raise LTRayError(
             f"no study results in {study_dir} ({what}); run `lt-ray export STUDY_DIR` to write "
             f"{', '.join(S.FILES)} from the Ray results"
         )
     frames: dict[str, pd.DataFrame] = {}
     for name in S.FILES:
-        path = study_dir / name
+        path = storage.join(study_dir, name)
         try:
-            table = pq.read_table(path)
+            table = storage.read_parquet(path)
         except (OSError, pa.ArrowException) as exc:
             raise LTRayError(
                 f"cannot read {path}: {exc}; re-run `lt-ray export STUDY_DIR` to rewrite it"

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from lt_ray.metrics import ALL_NAMES
 
-FORMAT_VERSION = "1"  # stored in each file's schema metadata under b"lt_ray.results.format"
+FORMAT_VERSION = "2"  # stored in each file's schema metadata under b"lt_ray.results.format"
 METADATA = {b"lt_ray.results.format": FORMAT_VERSION.encode()}
 
 TRIALS_FILE = "trials.parquet"
@@ -25,7 +25,9 @@ EPOCHS_FILE = "epochs.parquet"
 PER_CLASS_FILE = "per_class.parquet"
 FILES: tuple[str, ...] = (TRIALS_FILE, EPOCHS_FILE, PER_CLASS_FILE)
 
-STATUSES: tuple[str, ...] = ("completed", "early_stopped", "failed", "running")
+#: Trial status, from Tune: ran to its last epoch / stopped by the scheduler / its run raised
+#: (the error column says why) / not finished when the study stopped (``--resume`` goes on).
+STATUSES: tuple[str, ...] = ("completed", "early_stopped", "failed", "interrupted")
 
 # --- column names --------------------------------------------------------------------------
 STUDY = "study"
@@ -44,11 +46,13 @@ ARCH = "arch"
 CONFIG_JSON = "config_json"
 EPOCH = "epoch"
 EPOCHS_COMPLETED = "epochs_completed"
-LR = "lr"  # the learning rate in epochs.parquet (not the lowest-recall metric `*_lr`)
+LEARNING_RATE = "learning_rate"  # epochs.parquet ("lr" would read as lowest recall, `*_lr`)
 TRAIN_LOSS = "train_loss"
 TRAIN_ACC = "train_acc"
 EPOCH_TIME_S = "epoch_time_s"
 WALL_TIME_S = "wall_time_s"
+STARTED_AT = "started_at"  # unix time (s) the trial started (its first run, before any restart)
+ENDED_AT = "ended_at"  # unix time (s) of its last report
 TRAIN_IMAGES_PER_S = "train_images_per_s"
 SPLIT = "split"
 CLASS_INDEX = "class_index"
@@ -86,8 +90,12 @@ PROVENANCE_FIELDS: tuple[pa.Field, ...] = (
 PROVENANCE_COLUMNS: tuple[str, ...] = tuple(f.name for f in PROVENANCE_FIELDS)
 
 METRIC_COLUMNS: tuple[str, ...] = ALL_NAMES  # val_acc ... fulltest_few
-TRIAL_FLOAT_COLUMNS: tuple[str, ...] = (TRAIN_LOSS, TRAIN_ACC, WALL_TIME_S, TRAIN_IMAGES_PER_S)
-EPOCH_FLOAT_COLUMNS: tuple[str, ...] = (LR, TRAIN_LOSS, TRAIN_ACC, EPOCH_TIME_S, TRAIN_IMAGES_PER_S)
+TRIAL_FLOAT_COLUMNS: tuple[str, ...] = (
+    TRAIN_LOSS, TRAIN_ACC, WALL_TIME_S, TRAIN_IMAGES_PER_S, STARTED_AT, ENDED_AT
+)
+EPOCH_FLOAT_COLUMNS: tuple[str, ...] = (
+    LEARNING_RATE, TRAIN_LOSS, TRAIN_ACC, EPOCH_TIME_S, TRAIN_IMAGES_PER_S
+)
 
 
 def _float(name: str) -> pa.Field:

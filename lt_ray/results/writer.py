@@ -1,7 +1,8 @@
 """Write a study's trial records as ``trials``/``epochs``/``per_class`` Parquet files.
 
-Each file is written to ``<name>.tmp`` in the study folder and then renamed over the old one,
-so a reader never sees a half-written file. Rows are sorted (by cell, trial id, then epoch or
+The study folder is a local path or a URI (``s3://...``, :mod:`lt_ray.storage`); each file is
+written atomically (a temp file renamed over the old one, or one object upload), so a reader
+never sees a half-written file. Rows are sorted (by cell, trial id, then epoch or
 split and class index) and dynamic columns by name, so the same records give the same tables
 whatever their order.
 """
@@ -11,20 +12,19 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from lt_ray import storage
 from lt_ray.metrics import SPLITS
 from lt_ray.results import schema as S
 from lt_ray.results.schema import TrialRecord
 
 
-def write_study(records: Iterable[TrialRecord], study_dir: Path | str) -> dict[str, Path]:
+def write_study(records: Iterable[TrialRecord], study_dir: Path | str) -> dict[str, str]:
     """Write the three tables of ``records`` into ``study_dir``; returns ``{file name: path}``.
 
     Idempotent: the same records give identical tables. Works with no records (empty tables
@@ -37,18 +37,10 @@ def write_study(records: Iterable[TrialRecord], study_dir: Path | str) -> dict[s
         S.EPOCHS_FILE: epochs_table(records),
         S.PER_CLASS_FILE: per_class_table(records),
     }
-    study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: study_dir / name for name in tables}
-    tmps = {name: study_dir / f"{name}.tmp" for name in tables}
-    try:
-        for name, table in tables.items():  # write all three, then swap them in together
-            pq.write_table(table, tmps[name])
-        for name in tables:
-            os.replace(tmps[name], paths[name])
-    finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
+    study_dir = storage.normalize(study_dir)
+    paths = {name: storage.join(study_dir, name) for name in tables}
+    for name, table in tables.items():
+        storage.write_parquet(table, paths[name])
     return paths
 
 

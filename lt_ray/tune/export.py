@@ -2,6 +2,12 @@
 
 Reads the study through Tune's public ResultGrid API (no parsing of Ray's file layout), so a
 study directory can be exported again at any time (``lt-ray export``): idempotent.
+
+A trial's status comes from Tune, never from its epoch count: ``failed`` when Tune recorded an
+error or the run reported one (:data:`~lt_ray.tune.search.FAILED_KEY`), ``early_stopped`` when
+the scheduler stopped it (:data:`~lt_ray.tune.search.STOPPED_KEY`, from Tune's ``done`` flag),
+``completed`` when Tune's trial status is TERMINATED, else (pending, running, paused when the
+study stopped) ``interrupted``.
 """
 
 from __future__ import annotations
@@ -11,48 +17,78 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lt_ray import storage
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import ALL_NAMES
 from lt_ray.results import TrialRecord, write_study
-from lt_ray.tune.runner import STUDY_FILE, CellResult
-from lt_ray.tune.space import Cell, SweepSpec
+from lt_ray.results.schema import PROVENANCE_COLUMNS
+from lt_ray.tune.runner import STUDY_FILE, TUNE_DIR
+from lt_ray.tune.search import CELL_KEY, FAILED_KEY, STOPPED_KEY
 from lt_ray.tune.trainable import FINAL_FILE
 
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "epoch_time_s", "train_images_per_s")
+HISTORY_KEYS = ("epoch", "learning_rate", "train_loss", "train_acc", "epoch_time_s",
+                "train_images_per_s")
+TRIAL_KEYS = ("device", "gpu_name", "hostname")  # reported by the trial itself, not the driver
 
 
-def records_for_cell(spec_base: dict[str, Any], study: str, cell: Cell, results: Any
-                     ) -> list[TrialRecord]:
+def cell_label(values: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in values.items())
+
+
+def tune_statuses(results: Any) -> dict[str, str]:
+    """Tune's own status of every trial (TERMINATED, ERROR, PENDING, RUNNING, PAUSED), read
+    back from the experiment state through the public ExperimentAnalysis."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    return {t.trial_id: t.status for t in analysis.trials}
+
+
+def trial_status(result: Any, tune_status: str | None) -> str:
+    metrics = result.metrics or {}
+    if result.error is not None or metrics.get(FAILED_KEY) or tune_status == "ERROR":
+        return "failed"
+    if metrics.get(STOPPED_KEY):
+        return "early_stopped"
+    if tune_status == "TERMINATED":
+        return "completed"
+    return "interrupted"
+
+
+def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
+    """TrialRecords of a study's ResultGrid; ``study`` is the content of ``study.json``."""
     from lt_ray.config import ExperimentConfig
+    from lt_ray.experiment import resolve
 
+    cells = {int(c["index"]): c["values"] for c in study["cells"]}
+    statuses = tune_statuses(results) if len(results) else {}
     records = []
     for result in results:
-        searched = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}
-        config = ExperimentConfig.from_dict(spec_base).replace({**cell.values, **searched})
+        raw = dict(result.config or {})
+        cell = cells[int(raw.pop(CELL_KEY, 0))]
+        searched = {k: v for k, v in raw.items() if not k.startswith("_")}
+        config = resolve(ExperimentConfig.from_dict(study["base"]).replace({**cell, **searched}))
         metrics = dict(result.metrics or {})
-        history = _history(result)
-        final_extra = _final_json(result)
-        epochs_done = int(metrics.get("epoch", 0) or 0)
-        if result.error is not None:
-            status = "failed"
-        elif epochs_done >= config.train.epochs:
-            status = "completed"
-        elif epochs_done > 0:
-            status = "early_stopped"
-        else:
-            status = "running"
+        trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+        status = trial_status(result, statuses.get(trial_id))
         final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *HISTORY_KEYS)}
         final["wall_time_s"] = _num(metrics.get("time_total_s"))  # Tune's trial wall time
+        if metrics.get("timestamp") is not None:
+            final["ended_at"] = float(metrics["timestamp"])
+            final["started_at"] = final["ended_at"] - float(metrics.get("time_total_s") or 0.0)
+        extra = _final_json(result) if status == "completed" else {}
+        provenance = {k: v for k, v in study.get("provenance", {}).items()
+                      if k in PROVENANCE_COLUMNS and k not in TRIAL_KEYS}
+        provenance.update({k: metrics.get(k) for k in TRIAL_KEYS if metrics.get(k)})
         records.append(TrialRecord(
-            study=study, cell=cell.label if cell.values else "",
-            trial_id=str(metrics.get("trial_id") or Path(result.path).name),
-            status=status, error=_error_text(result.error), config=config.to_dict(),
-            final=final, history=history,
-            per_class=final_extra.get("per_class", {}),
-            class_names=final_extra.get("class_names", []),
-            train_class_counts=final_extra.get("train_class_counts", []),
-            provenance=final_extra.get("provenance", {}),
-            search_params=searched,
+            study=study["name"], cell=cell_label(cell),
+            trial_id=trial_id, status=status, error=_error_text(result, metrics),
+            config=config.to_dict(),
+            final=final, history=_history(result),
+            per_class=extra.get("per_class", {}),
+            class_names=extra.get("class_names", []),
+            train_class_counts=extra.get("train_class_counts", []),
+            provenance=provenance, search_params=searched,
         ))
     return records
 
@@ -61,6 +97,8 @@ def _history(result: Any) -> list[dict[str, Any]]:
     df = result.metrics_dataframe
     if df is None or df.empty:
         return []
+    if FAILED_KEY in df.columns:
+        df = df[df[FAILED_KEY].isna()]
     keep = [c for c in df.columns if c in HISTORY_KEYS or c in ALL_NAMES]
     return [{k: _num(v) for k, v in row.items()} for row in df[keep].to_dict("records")]
 
@@ -73,11 +111,13 @@ def _final_json(result: Any) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _error_text(error: Any) -> str | None:
-    if error is None:
+def _error_text(result: Any, metrics: dict[str, Any]) -> str | None:
+    if metrics.get(FAILED_KEY):
+        return str(metrics[FAILED_KEY])[:2000]
+    if result.error is None:
         return None
-    text = str(error).strip().splitlines()
-    return text[-1][:500] if text else type(error).__name__
+    text = str(result.error).strip().splitlines()
+    return text[-1][:500] if text else type(result.error).__name__
 
 
 def _num(value: Any) -> Any:
@@ -86,32 +126,32 @@ def _num(value: Any) -> Any:
     return value
 
 
-def export(spec: SweepSpec, study_dir: Path, cell_results: list[CellResult]
-           ) -> tuple[dict[str, Path], list[TrialRecord]]:
-    records = []
-    for cr in cell_results:
-        records.extend(records_for_cell(spec.base, spec.name, cr.cell, cr.results))
+def read_study_file(study_dir: str) -> dict[str, Any]:
+    marker = storage.join(study_dir, STUDY_FILE)
+    if not storage.is_file(marker):
+        raise LTRayError(f"{study_dir} holds no lt-ray study ({STUDY_FILE} missing)")
+    return json.loads(storage.read_text(marker))
+
+
+def export(study_dir: str, results: Any) -> tuple[dict[str, str], list[TrialRecord]]:
+    """Write the Parquet files of a study from its ResultGrid."""
+    records = records_for_study(read_study_file(study_dir), results)
     return write_study(records, study_dir), records
 
 
-def export_study_dir(study_dir: Path) -> tuple[dict[str, Path], list[TrialRecord]]:
-    """Re-export a study folder from its Tune experiment state (``lt-ray export``)."""
+def export_study_dir(study_dir: str) -> tuple[dict[str, str], list[TrialRecord]]:
+    """Re-export a study folder or URI from its Tune experiment state (``lt-ray export``)."""
     from ray import tune
 
     from lt_ray.tune.trainable import train_trial
 
-    marker = study_dir / STUDY_FILE
-    if not marker.is_file():
-        raise LTRayError(f"{study_dir} holds no lt-ray study ({STUDY_FILE} missing)")
-    study = json.loads(marker.read_text())
-    records: list[TrialRecord] = []
-    for entry in study["cells"]:
-        cell = Cell(int(entry["id"].split("-")[1]), entry["values"])
-        cell_dir = study_dir / cell.id
-        if not tune.Tuner.can_restore(str(cell_dir)):
-            continue  # the study stopped before this cell started
-        results = tune.Tuner.restore(str(cell_dir), train_trial).get_results()
-        records.extend(records_for_cell(study["base"], study["name"], cell, results))
+    study_dir = storage.normalize(study_dir)
+    study = read_study_file(study_dir)
+    tune_dir = storage.join(study_dir, TUNE_DIR)
+    if not tune.Tuner.can_restore(tune_dir):
+        return write_study([], study_dir), []  # the study stopped before Tune saved its state
+    results = tune.Tuner.restore(tune_dir, train_trial).get_results()
+    records = records_for_study(study, results)
     return write_study(records, study_dir), records
 
 
@@ -122,11 +162,13 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
     cells = sorted({r.cell for r in records})
     for cell in cells:
         rows = [r for r in records if r.cell == cell]
-        done = [r for r in rows if r.status != "failed"]
-        head = f"[{cell or 'study'}] {len(rows)} trials, {len(rows) - len(done)} failed"
+        done = [r for r in rows if r.status in ("completed", "early_stopped")]
+        failed = sum(r.status == "failed" for r in rows)
+        head = f"[{cell or 'study'}] {len(rows)} trials, {failed} failed"
         lines.append(head)
         for metric, mode in zip(spec_metrics, modes, strict=True):
-            scored = [r for r in done if r.final.get(metric) is not None]
+            scored = [r for r in done if r.status == "completed"
+                      and r.final.get(metric) is not None]
             if not scored:
                 lines.append(f"  best {metric}: no finished trial")
                 continue
@@ -138,7 +180,8 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
                 f"trial {best.trial_id} [{params or 'fixed config'}]"
             )
         if len(spec_metrics) > 1:
-            front = pareto_front(done, spec_metrics, modes)
+            completed = [r for r in done if r.status == "completed"]
+            front = pareto_front(completed, spec_metrics, modes)
             lines.append(f"  Pareto front ({', '.join(spec_metrics)}): "
                          + (", ".join(r.trial_id for r in front) or "empty"))
         for r in rows:

@@ -1,8 +1,14 @@
-"""Run a study on Ray Tune: one Tuner (Optuna search + optional ASHA) per grid cell.
+"""Run a study on Ray Tune: ONE Tuner for all grid cells.
 
-The driver validates everything, checks the data once, starts or joins Ray, checks that some
-node can hold one trial, then fits (or restores) each cell's Tuner under
-``<storage>/<study>/<cell-id>/`` and exports the study to Parquet.
+The driver validates everything, checks the data once, starts or joins Ray, checks that the
+cluster can hold a trial (now, or after its autoscaler adds a node), then fits (or restores) the
+study's Tuner under ``<storage>/<study>/tune/`` and exports it to Parquet.
+
+Why one Tuner: a Tuner per cell would run the cells one after another (``Tuner.fit`` blocks),
+so a 24-cell study would never have more than one cell's trials in flight. With one Tuner,
+:class:`~lt_ray.tune.search.CellSearch` routes suggestions to one Optuna search per cell and
+:class:`~lt_ray.tune.scheduling.CellScheduler` gives every cell its own ASHA; trials of all cells
+share the cluster up to the study-wide ``search.max_concurrent``.
 """
 
 from __future__ import annotations
@@ -11,80 +17,154 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lt_ray import storage
 from lt_ray.errors import LTRayError
-from lt_ray.tune.space import Cell, DefineByRun, SweepSpec
+from lt_ray.tune.space import DefineByRun, SweepSpec
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.json"
+TUNE_DIR = "tune"  # the study's Tune experiment: <storage>/<study>/tune/
+LOCAL_IP = "127.0.0.1"  # the embedded local Ray listens on loopback only
 
 
-@dataclass(frozen=True)
-class CellResult:
-    cell: Cell
-    results: Any  # ray.tune.ResultGrid
+def study_dir_for(location: str | Path, name: str) -> str:
+    """``<storage>/<name>``: an absolute local path or a URI (``s3://bucket/prefix/name``)."""
+    return storage.join(storage.normalize(location), name)
 
 
-def study_dir_for(storage: str | Path, name: str) -> Path:
-    return Path(storage).expanduser().resolve() / name
+# --- the study file --------------------------------------------------------------------------
 
 
-def check_study_dir(study_dir: Path, spec: SweepSpec, *, resume: bool) -> None:
-    """New study: refuse an existing one. Resume: require this study's file. Writes nothing."""
-    marker = study_dir / STUDY_FILE
+def study_fingerprint(spec: SweepSpec) -> dict[str, Any]:
+    """What a resumed study must share with the one that started: base, grid, space, search,
+    scheduler (resources and max_failures may change, e.g. on another cluster)."""
+    return json.loads(json.dumps({
+        "base": spec.base,
+        "grid": spec.grid,
+        "space": {p.key: p.describe() for p in spec.params},
+        "search": {"sampler": spec.sampler, "metric": list(spec.metrics),
+                   "mode": list(spec.modes), "num_samples": spec.num_samples,
+                   "seed": spec.seed, "points_to_evaluate": list(spec.points_to_evaluate),
+                   "max_concurrent_per_cell": spec.max_concurrent_per_cell},
+        "scheduler": {"name": spec.scheduler, "grace_period": spec.grace_period,
+                      "reduction_factor": spec.reduction_factor},
+    }, default=str))
+
+
+def spec_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two fingerprints (dotted paths)."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key, "<unset>"), now.get(key, "<unset>")
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(spec_changes(a, b, path + "."))
+        elif a != b:
+            out.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+def check_study_dir(study_dir: str, spec: SweepSpec, *, resume: bool) -> None:
+    """New study: refuse an existing one. Resume: require this very study. Writes nothing."""
+    marker = storage.join(study_dir, STUDY_FILE)
+    try:
+        found = storage.is_file(marker)
+        saved = json.loads(storage.read_text(marker)) if found and resume else {}
+        clash = not found and not storage.is_uri(study_dir) and Path(study_dir).is_file()
+    except OSError as exc:
+        raise LTRayError(f"--storage: cannot read {study_dir}: {exc}") from None
     if resume:
-        if not marker.is_file():
+        if not found:
             raise LTRayError(
                 f"--resume: {study_dir} holds no study ({STUDY_FILE} missing); check --storage "
                 "and --name, or start the study without --resume"
             )
-        saved = json.loads(marker.read_text())
-        if saved.get("name") != spec.name or saved.get("cells") != _cells_json(spec):
+        changes = spec_changes(saved.get("spec", {}), study_fingerprint(spec))
+        if saved.get("name") != spec.name:
+            changes.insert(0, f"name: {saved.get('name')!r} -> {spec.name!r}")
+        if changes:
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if
+                                              len(changes) > 4 else "")
             raise LTRayError(
-                f"--resume: {marker} was written by a different study definition; resume with "
-                "the same YAML and options, or use --name for a new study"
+                f"--resume: the study definition changed since {marker} was written ({shown}); "
+                "resume with the same YAML and options, or start a new study with --name"
             )
-    elif marker.exists():
+    elif found:
         raise LTRayError(
             f"study {spec.name!r} already exists in {study_dir}; use --resume to continue it, "
             "--name to start a new one, or remove the folder"
         )
-    elif study_dir.exists() and not study_dir.is_dir():
+    elif clash:
         raise LTRayError(f"--storage: {study_dir} is a file, not a folder")
 
 
-def _cells_json(spec: SweepSpec) -> list[dict[str, Any]]:
-    return json.loads(json.dumps([{"id": c.id, "values": c.values} for c in spec.cells()],
-                                 default=str))
-
-
-def write_study_file(study_dir: Path, spec: SweepSpec) -> None:
-    study_dir.mkdir(parents=True, exist_ok=True)
-    (study_dir / STUDY_FILE).write_text(json.dumps({
+def write_study_file(study_dir: str, spec: SweepSpec, provenance: dict[str, Any]) -> None:
+    storage.write_text(storage.join(study_dir, STUDY_FILE), json.dumps({
         "name": spec.name,
         "description": spec.description,
-        "cells": _cells_json(spec),
+        "cells": [{"id": c.id, "index": c.index, "values": c.values} for c in spec.cells()],
         "metric": list(spec.metrics),
         "mode": list(spec.modes),
         "base": spec.base,
+        "spec": study_fingerprint(spec),
+        "provenance": provenance,
     }, indent=1, default=str))
+
+
+# --- Ray --------------------------------------------------------------------------------------
+
+
+#: Ray 2.60 swaps a node IP of 127.0.0.1 for the machine's routable address
+#: (services.resolve_ip_for_localhost) unless this switch is off; off, a single-node Ray binds
+#: and talks on the loopback interface only (every port of gcs_server, raylet, workers, agents).
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_restore: list[tuple[str, str | None, bool]] = []
+
+
+def keep_on_loopback() -> None:
+    """Make a Ray started from this process (and its children) use 127.0.0.1 only; undone by
+    :func:`stop_ray`. Only for Rays started here: a multi-node ``ray start`` refuses it."""
+    from ray._private import ray_constants
+
+    if not _restore:
+        _restore.append((LOOPBACK_SWITCH, os.environ.get(LOOPBACK_SWITCH),
+                         ray_constants.ENABLE_RAY_CLUSTER))
+    os.environ[LOOPBACK_SWITCH] = "0"  # the processes Ray starts from here
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process: read when Ray picks the node IP
+
+
+def stop_ray() -> None:
+    """``ray.shutdown()``, and undo :func:`keep_on_loopback`."""
+    import ray
+    from ray._private import ray_constants
+
+    ray.shutdown()
+    while _restore:
+        name, value, enabled = _restore.pop()
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None,
               num_gpus: int | None = None) -> str | None:
-    """Join ``address`` (or $RAY_ADDRESS), else start a local Ray; return the dashboard URL."""
+    """Join ``address`` (or $RAY_ADDRESS), else start a local Ray that listens on 127.0.0.1
+    only; return the dashboard URL. Stop it with :func:`stop_ray`."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True,
                               "logging_level": logging.WARNING}
     if address is None:
+        keep_on_loopback()
         temp_dir = os.environ.get("LT_RAY_TEMP_DIR")
-        kwargs.update(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                      num_cpus=num_cpus, num_gpus=num_gpus)
+        kwargs.update(address="local", include_dashboard=dashboard, dashboard_host=LOCAL_IP,
+                      num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address=LOCAL_IP)
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir
     else:
@@ -93,6 +173,7 @@ def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = No
     try:
         context = ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        stop_ray()
         where = address or "a local Ray"
         raise LTRayError(
             f"cannot start or reach Ray at {where}: {str(exc).splitlines()[0][:200]} "
@@ -120,51 +201,72 @@ def _probe(address: str) -> None:
         ) from None
 
 
+def _fits(resources: dict[str, float], spec: SweepSpec) -> int:
+    """How many trials one node with ``resources`` holds at once (0: not even one)."""
+    cpu, gpu = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if cpu + 1e-9 < spec.cpu or gpu + 1e-9 < spec.gpu:
+        return 0
+    per_node = math.floor(cpu / spec.cpu + 1e-9) if spec.cpu else 10**6
+    if spec.gpu:
+        per_node = min(per_node, math.floor(gpu / spec.gpu + 1e-9))
+    return per_node
+
+
 def check_resources(spec: SweepSpec) -> int:
-    """Raise if no alive node can run one trial; return how many trials fit at once."""
+    """How many trials fit at once now; raise if neither the alive nodes nor any node type the
+    cluster's autoscaler can launch holds one trial (on a local Ray: the alive nodes only)."""
     import ray
 
+    from lt_ray.tune.cluster import launchable_node_types
+
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    fits = [n for n in nodes if n.get("CPU", 0) >= spec.cpu and n.get("GPU", 0) >= spec.gpu]
-    if not fits:
-        have = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
-        raise LTRayError(
-            f"resources: a trial asks for cpu={spec.cpu:g}, gpu={spec.gpu:g} but no node of this "
-            f"Ray cluster has that (nodes: {have or 'none'}); lower resources.cpu/gpu in the "
-            "study YAML or add GPU nodes"
-        )
-    slots = 0
-    for n in fits:
-        per_node = math.floor(n.get("CPU", 0) / spec.cpu) if spec.cpu else 10**6
-        if spec.gpu:
-            per_node = min(per_node, math.floor(n.get("GPU", 0) / spec.gpu + 1e-9))
-        slots += per_node
-    return min(slots, spec.max_concurrent)
+    slots = sum(_fits(n, spec) for n in nodes)
+    if slots:
+        return min(slots, spec.max_concurrent)
+    launchable = launchable_node_types()
+    growable = [t for t in launchable if _fits(t["resources"], spec)]
+    if growable:
+        potential = sum(_fits(t["resources"], spec) * int(t["max_workers"]) for t in growable)
+        log.info("no alive node holds a trial yet; the autoscaler can launch %s",
+                 ", ".join(t["name"] for t in growable))
+        return min(potential, spec.max_concurrent)
+
+    def show(res: dict[str, float]) -> str:
+        return f"{{CPU: {res.get('CPU', 0):g}, GPU: {res.get('GPU', 0):g}}}"
+
+    have = ", ".join(show(n) for n in nodes) or "none"
+    types = ", ".join(f"{t['name']} {show(t['resources'])}" for t in launchable)
+    raise LTRayError(
+        f"resources: a trial asks for cpu={spec.cpu:g}, gpu={spec.gpu:g} but no node of this "
+        f"Ray cluster has that (alive nodes: {have}; launchable node types: {types or 'none'})"
+        "; lower resources.cpu/gpu in the study YAML or add such nodes"
+    )
 
 
-def short_trial_name(trial: Any) -> str:
-    """Trial folder names: the trial id only (Ray's default embeds the whole config)."""
-    return str(trial.trial_id)
+# --- the Tuner --------------------------------------------------------------------------------
 
 
-def make_trainable(spec: SweepSpec, cell: Cell, data_root: str | None) -> Any:
+def make_trainable(spec: SweepSpec, data_root: str | None) -> Any:
     from ray import tune
 
     from lt_ray.tune.trainable import train_trial
 
     resources = {"cpu": spec.cpu, "gpu": spec.gpu}
-    fn = tune.with_parameters(train_trial, base=spec.base, cell=cell.values,
-                              data_root=data_root, resources=resources)
+    fn = tune.with_parameters(
+        train_trial, base=spec.base, cells=[c.values for c in spec.cells()],
+        data_root=data_root, resources=resources, objective=list(spec.metrics),
+    )
     return tune.with_resources(fn, resources)
 
 
-def make_searcher(spec: SweepSpec, cell: Cell, optuna_storage: str | None) -> Any:
+def make_cell_searcher(spec: SweepSpec, cell: Any, optuna_storage: str | None) -> Any:
+    """The Optuna search of one cell (None for a cell with nothing to search)."""
     params = spec.cell_params(cell)
     if not params:
         return None
     import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from lt_ray.tune.search import CellOptunaSearch
 
     seed = spec.seed + cell.index
     samplers = {
@@ -181,59 +283,75 @@ def make_searcher(spec: SweepSpec, cell: Cell, optuna_storage: str | None) -> An
     objective: dict[str, Any] = {"metric": spec.metrics[0], "mode": spec.modes[0]}
     if spec.multi_objective:
         objective = {"metric": list(spec.metrics), "mode": list(spec.modes)}
-    searcher = OptunaSearch(
+    return CellOptunaSearch(
         space=DefineByRun(params), sampler=samplers[spec.sampler](),
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
         storage=storage, study_name=f"{spec.name}-{cell.id}" if storage else None, **objective,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+
+
+def make_search(spec: SweepSpec, optuna_storage: str | None) -> Any:
+    from lt_ray.tune.search import CellSearch
+
+    cells = spec.cells()
+    objective: dict[str, Any] = {"metric": spec.metrics[0], "mode": spec.modes[0]}
+    if spec.multi_objective:
+        objective = {"metric": list(spec.metrics), "mode": list(spec.modes)}
+    return CellSearch(
+        {c.index: make_cell_searcher(spec, c, optuna_storage) for c in cells},
+        {c.index: spec.num_samples for c in cells},
+        per_cell_cap=spec.max_concurrent_per_cell, **objective,
+    )
 
 
 def make_scheduler(spec: SweepSpec) -> Any:
+    """One ASHA per cell (ranking by the first objective), or None."""
     if spec.scheduler == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from lt_ray.tune.scheduling import CellScheduler, cell_asha
 
-    epochs = int(spec.base["train"]["epochs"])
-    # ASHA ranks trials by one metric: the (first) objective
-    return ASHAScheduler(time_attr="epoch", max_t=epochs, metric=spec.metrics[0],
-                         mode=spec.modes[0], grace_period=min(spec.grace_period, epochs),
-                         reduction_factor=spec.reduction_factor)
+    return CellScheduler({
+        c.index: cell_asha(metric=spec.metrics[0], mode=spec.modes[0],
+                           epochs=int(spec.cell_config(c).train.epochs),
+                           grace_period=spec.grace_period,
+                           reduction_factor=spec.reduction_factor)
+        for c in spec.cells()
+    })
 
 
-def fit_cell(spec: SweepSpec, cell: Cell, study_dir: Path, *, resume: bool,
-             data_root: str | None, optuna_storage: str | None) -> CellResult:
+def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root: str | None,
+              optuna_storage: str | None) -> Any:
+    """Fit (or, with ``resume``, restore and finish) the study's Tuner; returns its ResultGrid."""
     from ray import tune
 
-    trainable = make_trainable(spec, cell, data_root)
-    cell_dir = study_dir / cell.id
-    if resume and tune.Tuner.can_restore(str(cell_dir)):
-        log.info("%s (%s): restoring from %s", cell.id, cell.label, cell_dir)
-        tuner = tune.Tuner.restore(str(cell_dir), trainable, resume_unfinished=True,
+    from lt_ray.tune.search import MarkStoppedTrials
+
+    trainable = make_trainable(spec, data_root)
+    study_dir = storage.normalize(study_dir)
+    tune_dir = storage.join(study_dir, TUNE_DIR)
+    if resume and tune.Tuner.can_restore(tune_dir):
+        log.info("restoring %s", tune_dir)
+        tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True,
                                    resume_errored=True)
-        return CellResult(cell, tuner.fit())
-    searcher = make_searcher(spec, cell, optuna_storage)
+        return tuner.fit()
+    total = spec.num_samples * len(spec.cells())
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=make_scheduler(spec), num_samples=spec.num_samples,
-        max_concurrent_trials=None if searcher else spec.max_concurrent,
+        search_alg=make_search(spec, optuna_storage), scheduler=make_scheduler(spec),
+        num_samples=total, max_concurrent_trials=spec.max_concurrent,
         trial_dirname_creator=short_trial_name, trial_name_creator=short_trial_name,
         reuse_actors=True,  # a finished trial's worker runs the next one: no new process
     )
     run_config = tune.RunConfig(
-        name=cell.id, storage_path=str(study_dir),
+        name=TUNE_DIR, storage_path=study_dir,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        verbose=1,
+        callbacks=[MarkStoppedTrials()], verbose=1,
     )
-    log.info("%s (%s): %d trials", cell.id, cell.label, spec.num_samples)
-    tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    return CellResult(cell, tuner.fit())
+    log.info("%d cell(s) x %d trials, at most %d at once", len(spec.cells()), spec.num_samples,
+             spec.max_concurrent)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
 
 
-def run_study(spec: SweepSpec, study_dir: Path, *, resume: bool, data_root: str | None,
-              optuna_storage: str | None) -> list[CellResult]:
-    return [
-        fit_cell(spec, cell, study_dir, resume=resume, data_root=data_root,
-                 optuna_storage=optuna_storage)
-        for cell in spec.cells()
-    ]
+def short_trial_name(trial: Any) -> str:
+    """Trial folder names: the trial id only (Ray's default embeds the whole config)."""
+    return str(trial.trial_id)

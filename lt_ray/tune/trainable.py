@@ -1,16 +1,24 @@
 """The Ray Tune function trainable: one trial = one ``experiment.run`` with Tune reporting.
 
-Every evaluated epoch is reported with ``tune.report`` (flat ``{split}_{metric}`` values) and
-the resumable checkpoint; the last report also carries ``final.json`` (per-class recall, class
-names, train counts, provenance) inside its checkpoint, which the Parquet export reads.
-A trial restarted by Tune continues from ``tune.get_checkpoint()``.
+Every evaluated epoch is reported with ``tune.report`` (flat ``{split}_{metric}`` values, the
+device the trial trains on) and the resumable checkpoint; the last report also carries
+``final.json`` (per-class recall, class names, train counts) inside its checkpoint, which the
+Parquet export reads. A trial restarted by Tune (a lost node or actor) continues from
+``tune.get_checkpoint()``.
+
+An error inside the run (NaN loss, missing data, a bad value) is deterministic: retrying it
+would fail again. The trial therefore reports it under ``FAILED_KEY`` and ends, so Tune's
+``max_failures`` retries only trials lost with a node or an actor, Optuna records the trial as
+FAIL and ``trials.parquet`` as ``failed`` with the message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,24 +27,57 @@ from ray import tune
 
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
+from lt_ray.errors import DataError
 from lt_ray.experiment import CHECKPOINT_FILE, run
+from lt_ray.tune.search import CELL_KEY, FAILED_KEY
 
 FINAL_FILE = "final.json"
+
+
+def trial_device(requested: str, gpus: float) -> str:
+    """The device a trial trains on: the GPU Ray assigned it, the CPU when it asked for none.
+
+    Ray exposes the assigned GPU(s) through CUDA_VISIBLE_DEVICES, so the first visible CUDA
+    device is the trial's own. ``auto`` on a node without CUDA (or with a fake GPU count)
+    trains on the CPU; an explicit ``cuda`` there fails the trial with a clear error.
+    """
+    if gpus <= 0 or requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0"
+    return "cpu" if requested == "auto" else requested
 
 
 def train_trial(
     config: dict[str, Any],
     *,
     base: dict[str, Any],
-    cell: dict[str, Any],
+    cells: list[dict[str, Any]],
     data_root: str | None,
     resources: dict[str, float],
+    objective: list[str],
 ) -> None:
-    """Tune entry point. ``config`` holds the searched dotted keys; ``base`` and ``cell`` are
-    the study's fixed config and grid values (paths already absolute)."""
-    from lt_ray.results.provenance import collect_provenance
+    """Tune entry point. ``config`` holds the searched dotted keys and the trial's cell index;
+    ``base`` and ``cells`` are the study's fixed config and grid values (paths absolute)."""
+    node = socket.gethostname()
+    try:
+        _train(config, base, cells, data_root, resources)
+    except Exception as exc:  # noqa: BLE001 - every error of the run is reported, not retried
+        message = f"{type(exc).__name__}: {exc}".strip()
+        tune.report({FAILED_KEY: message[:2000], "node": node,
+                     **{m: float("nan") for m in objective}})
 
-    cfg = ExperimentConfig.from_dict(base).replace({**cell, **config})
+
+def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, Any]],
+           data_root: str | None, resources: dict[str, float]) -> None:
+    cell = cells[int(config[CELL_KEY])]
+    searched = {k: v for k, v in config.items() if k != CELL_KEY}
+    cfg = ExperimentConfig.from_dict(base).replace({**cell, **searched})
+    device = trial_device(cfg.train.device, float(resources.get("gpu", 0)))
+    cfg = cfg.replace({"train.device": device})
+    data = load_trial_data(cfg, data_root)
     work = Path(tempfile.mkdtemp(prefix="lt-ray-trial-"))
     resume = False
     previous = tune.get_checkpoint()
@@ -45,11 +86,14 @@ def train_trial(
             shutil.copy2(Path(folder) / CHECKPOINT_FILE, work / CHECKPOINT_FILE)
         resume = True
 
-    data = build_dataset(cfg.data, data_root)
-
     def report(record: dict[str, Any], checkpoint: Path | None,
                per_class: dict[str, list[float]]) -> None:
         metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+        metrics["device"] = device
+        if device.startswith("cuda"):
+            import torch
+
+            metrics["gpu_name"] = torch.cuda.get_device_name(torch.device(device))
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -60,7 +104,6 @@ def train_trial(
                     "per_class": {k: [_none_if_nan(x) for x in v] for k, v in per_class.items()},
                     "class_names": list(data.class_names),
                     "train_class_counts": data.class_counts.tolist(),
-                    "provenance": collect_provenance(resources),
                 }
                 (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -69,6 +112,18 @@ def train_trial(
         run(cfg, work, data=data, report=report, resume=resume)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load_trial_data(cfg: ExperimentConfig, data_root: str | None) -> Any:
+    """The trial's dataset, never downloaded here: the driver prepared it. A node without the
+    data folder fails the trial with an error naming the node and the folder."""
+    try:
+        return build_dataset(dataclasses.replace(cfg.data, download=False), data_root)
+    except DataError as exc:
+        raise DataError(
+            f"on node {socket.gethostname()}: {exc} (trials never download: put the data on "
+            "every node at the same absolute path, e.g. with cluster.yaml's setup_commands)"
+        ) from None
 
 
 def _none_if_nan(x: float) -> float | None:

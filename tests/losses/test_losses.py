@@ -400,3 +400,58 @@ def test_feabal_needs_features():
     assert loss.needs_features
     with pytest.raises(ValueError, match="features"):
         loss(z, y)
+
+
+# ---------------------------------------------------------------- declared head, weights, types
+
+TRAITS = {  # loss -> (head, uses class weights)
+    "ce": ("linear", True),
+    "focal": ("linear", True),
+    "bsce": ("linear", True),
+    "ldam": ("normed", True),
+    "feabal": ("linear", True),
+    "lade": ("linear", False),
+    "gml": ("linear", False),
+}
+
+
+def test_every_loss_declares_its_head_and_class_weight_use(name):
+    from lt_ray.losses import loss_traits
+
+    traits = loss_traits(name)
+    assert traits.head in ("linear", "normed")
+    assert (traits.head, traits.class_weights) == TRAITS[name]
+    assert set(WEIGHTED) == {n for n, (_, w) in TRAITS.items() if w}
+
+
+def test_declared_class_weight_use_matches_forward(name):
+    """A loss declaring class_weights=False must give the same value with and without weights."""
+    from lt_ray.losses import loss_traits
+
+    logits, targets, features, weight = batch(seed=21, size=12)
+    loss = build_loss(name, COUNTS)
+    loss.set_epoch(100, 200)  # FeaBal's curriculum active
+    with_w = call(loss, logits, targets, features, weight)
+    without = call(loss, logits, targets, features)
+    assert (not torch.allclose(with_w, without)) == loss_traits(name).class_weights
+
+
+def test_every_hyperparameter_has_a_declared_type(name):
+    import typing
+
+    from lt_ray.losses import LOSSES
+
+    hints = typing.get_type_hints(LOSSES.get(name))
+    for key, default in loss_hparams(name).items():
+        assert hints[key] in (float, bool, int), (name, key)
+        assert isinstance(default, hints[key])
+
+
+def test_hyperparameters_are_coerced_to_declared_types():
+    loss = build_loss("focal", COUNTS, gamma=2)
+    assert loss.gamma == 2.0 and isinstance(loss.gamma, float)
+    for bad in (True, "2", None, [2.0]):
+        with pytest.raises(ConfigError, match=r"'method\.loss_args\.gamma' must be a number"):
+            build_loss("focal", COUNTS, gamma=bad)
+    with pytest.raises(ConfigError, match=r"'method\.loss_args\.curriculum' must be true or"):
+        build_loss("feabal", COUNTS, curriculum="yes")

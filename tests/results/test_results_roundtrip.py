@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -41,10 +42,11 @@ def _metrics(splits, base: float) -> dict:
 
 def make_records() -> list[TrialRecord]:
     history = [
-        {"epoch": 1, "lr": 0.05, "train_loss": 2.0, "train_acc": 0.3, "epoch_time_s": 1.5,
-         "train_images_per_s": 1000.0, **_metrics(("val", "test"), 0.2)},
-        {"epoch": 2, "lr": 0.01, "train_loss": 1.5, "train_acc": 0.5, "epoch_time_s": 1.4,
-         "train_images_per_s": 1100.0, **_metrics(("val", "test", "fulltest"), 0.4),
+        {"epoch": 1, "learning_rate": 0.05, "train_loss": 2.0, "train_acc": 0.3,
+         "epoch_time_s": 1.5, "train_images_per_s": 1000.0, **_metrics(("val", "test"), 0.2)},
+        {"epoch": 2, "learning_rate": 0.01, "train_loss": 1.5, "train_acc": 0.5,
+         "epoch_time_s": 1.4, "train_images_per_s": 1100.0,
+         **_metrics(("val", "test", "fulltest"), 0.4),
          "training_iteration": 2},  # an unknown key is ignored
     ]
     final = {**history[-1], "wall_time_s": 3.0, "device": "cpu", "val_few": float("nan")}
@@ -74,7 +76,7 @@ def make_records() -> list[TrialRecord]:
 def tables(tmp_path) -> StudyTables:
     paths = write_study(make_records(), tmp_path / "s")
     assert set(paths) == {"trials.parquet", "epochs.parquet", "per_class.parquet"}
-    assert all(p.is_file() and p.parent == tmp_path / "s" for p in paths.values())
+    assert all(Path(p).is_file() and Path(p).parent == tmp_path / "s" for p in paths.values())
     return read_study(tmp_path / "s")
 
 
@@ -102,7 +104,7 @@ def test_fixed_columns_and_arrow_types(tmp_path):
         assert schema.names[: len(fixed)] == fixed.names
         for f in fixed:
             assert schema.field(f.name).type == f.type, (name, f.name)
-        assert schema.metadata[b"lt_ray.results.format"] == b"1"
+        assert schema.metadata[b"lt_ray.results.format"] == S.FORMAT_VERSION.encode() == b"2"
     trials = pq.read_schema(tmp_path / S.TRIALS_FILE)
     for n in (*ALL_NAMES, "train_loss", "train_acc", "wall_time_s", "train_images_per_s",
               "imb_factor", "resources_gpu"):
@@ -169,7 +171,7 @@ def test_failed_trial_has_error_and_null_metrics(tables):
 
 def test_epochs_values(tables):
     e = tables.epochs.set_index(["trial_id", "epoch"])
-    assert e.loc[("t001", 1), "lr"] == 0.05 and e.loc[("t001", 2), "train_loss"] == 1.5
+    assert e.loc[("t001", 1), "learning_rate"] == 0.05 and e.loc[("t001", 2), "train_loss"] == 1.5
     assert pd.isna(e.loc[("t001", 1), "fulltest_acc"])
     assert e.loc[("t001", 2), "fulltest_acc"] == pytest.approx(FULLTEST_ACC)
     assert (e["study"] == "s").all() and (e["cell"] == "data.imb_factor=100").all()
@@ -197,7 +199,7 @@ def test_write_twice_is_idempotent_and_leaves_no_tmp(tmp_path):
 
 def test_zero_records_give_empty_tables_with_columns(tmp_path):
     paths = write_study([], tmp_path / "empty")
-    assert all(p.is_file() for p in paths.values())
+    assert all(Path(p).is_file() for p in paths.values())
     tables = read_study(tmp_path / "empty")
     assert len(tables.trials) == len(tables.epochs) == len(tables.per_class) == 0
     assert list(tables.trials.columns) == S.TRIALS_FIXED_SCHEMA.names

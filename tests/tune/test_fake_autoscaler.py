@@ -119,7 +119,7 @@ def test_task_gets_a_node_launched(tmp_path):
 def test_local_ray_has_no_launchable_types():
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     try:
         assert launchable_node_types() == []
     finally:

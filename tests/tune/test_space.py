@@ -113,6 +113,62 @@ def test_multi_objective():
         ({"base/train/epochs": 0}, "train.epochs must be > 0"),
         ({"space/method.loss_args.gamma": {"uniform": [1, 2], "when": {"method.los": "x"}}},
          "unknown config key 'method.los'"),
+        # every value / both bounds / every point is validated, not only the first
+        ({"grid": None, "space/method.loss": {"choice": ["ce", "focl"]},
+          "space/method.loss_args.gamma": None},
+         "space.method.loss='focl': method.loss: unknown loss 'focl'; did you mean focal"),
+        ({"grid/method.name": ["ce", "focal", "ldamm"]}, "unknown method 'ldamm'"),
+        ({"space/method.loss_args.gamma": {"uniform": [-1, 2], "when": {"method.name": "focal"}}},
+         "method.loss_args.gamma must be >= 0, got -1.0"),
+        ({"space/optim.lr": {"uniform": [0.01, -1]}}, "lower bound 0.01 must be below"),
+        ({"space/optim.momentum": {"uniform": [0.5, 1.5]}},
+         "space.optim.momentum=1.5: optim.momentum must be in [0, 1), got 1.5"),
+        ({"space/train.epochs": {"randint": [2, 0]}}, "lower bound 2 must be below"),
+        ({"space/data.imb_factor": {"choice": [10, 0.01]}},
+         "space.data.imb_factor=0.01: data.imb_factor=0.01 is below 1"),
+        ({"space/train.epochs": {"uniform": [2, 5]}},
+         "space.train.epochs ~ uniform[2, 5] samples values such as 3.5"),
+        ({"space/train.batch_size": {"choice": [[16, 32]]}}, "values must be numbers, strings"),
+        ({"space/optim.lr": {"uniform": [0.01, float("inf")]}}, "bounds must be finite numbers"),
+        ({"search/points_to_evaluate": [{"optim.lr": 5.0}]},
+         "search.points_to_evaluate[0]: optim.lr=5.0 is outside space.optim.lr"),
+        ({"search/points_to_evaluate": [{"optim.lrr": 0.05}]}, "'optim.lrr' is not a key of"),
+        ({"search/points_to_evaluate": {"optim.lr": 0.05}}, "give a list of {dotted.key"),
+        ({"search/points_to_evaluate": [{"method.loss_args.gamma": -1.0}],
+          "space/method.loss_args.gamma": {"uniform": [-2, 2], "when": {"method.name": "focal"}}},
+         "method.loss_args.gamma must be >= 0"),
+        ({"grid": None, "space/method.loss": {"choice": ["ce", "ldam"]},
+          "space/method.loss_args.gamma": None},
+         "space.method.loss='ldam': loss 'ldam' needs model.head=normed"),
+        ({"grid/method.name": ["lade"], "space/method.rule": {"choice": ["none", "drw"]},
+          "space/method.loss_args.gamma": None},
+         "space.method.rule='drw': loss 'lade' ignores class weights"),
+        # conditions must be reachable
+        ({"space/method.loss_args.gamma": {"uniform": [1, 2], "when": {"method.name": "focl"}}},
+         "method.name='focl' is not a value of grid.method.name"),
+        ({"grid": None, "space/method.loss": {"choice": ["ce", "focal"]},
+          "space/method.loss_args.gamma": {"uniform": [1, 2], "when": {"method.loss": "fcl"}}},
+         "is never sampled by space.method.loss"),
+        # objectives that are always empty
+        ({"base/data": {"dataset": "cifar10", "imb_factor": 100}, "search/metric": "val_few"},
+         "search.metric=val_few is always empty: cifar10 at imb_factor 100 (exp) has no 'few' "
+         "class (< 20 training images; the classes have 5000 down to 50)"),
+        ({"base/data": {"dataset": "cifar100", "imb_factor": 10}, "search/metric": "val_few"},
+         "no 'few' class"),
+        ({"base/data": {"dataset": "synthetic", "imb_factor": 10}, "search/metric": "val_many"},
+         "search.metric=val_many is always empty"),
+        ({"base/data": {"dataset": "cifar10", "imb_factor": 10}, "search/metric": "val_medium"},
+         "search.metric=val_medium is always empty"),
+        ({"grid/data.imb_factor": [10, 100], "grid/method.name": None,
+          "space/method.loss_args.gamma": None, "base/data": {"dataset": "cifar10"},
+          "search/metric": ["val_acc", "val_medium"], "search/mode": ["max", "max"]},
+         "grid cell data.imb_factor=10: search.metric=val_medium is always empty"),
+        ({"max_failures": -1}, "max_failures must be >= 0"),
+        ({"max_failures": 1.5}, "max_failures must be an integer"),
+        ({"search/metric": [None]}, "not a metric the runs report"),
+        ({"search/metric": 3}, "not a metric the runs report"),
+        ({"search/metric": []}, "search.metric: give a metric name"),
+        ({"space": ["optim.lr"]}, "space: must map dotted keys to distributions"),
     ],
 )
 def test_bad_study_files_are_one_clear_error(tmp_path, changes, message):
@@ -152,3 +208,101 @@ def test_pareto_front_keeps_only_non_dominated_trials():
     assert [r.trial_id for r in pareto_front(rows, ("val_acc",), ("min",))] == ["c"]
     text = summarize(("val_acc", "val_lr"), ("max", "max"), rows)
     assert "Pareto front (val_acc, val_lr): a, b, d" in text
+
+
+@pytest.mark.parametrize("metric", ["val_gm_eps", "val_hm_eps", "val_many", "val_medium"])
+def test_eps_and_nonempty_group_objectives_are_accepted(metric):
+    spec = parse_spec(spec_with(**{"search/metric": metric,
+                                   "base/data": {"dataset": "cifar10", "imb_factor": 100}}))
+    assert spec.metrics == (metric,)
+
+
+def test_val_few_is_accepted_where_the_group_exists():
+    spec = parse_spec(spec_with(**{"search/metric": "val_few",
+                                   "base/data": {"dataset": "cifar100", "imb_factor": 100}}))
+    assert spec.metrics == ("val_few",)
+
+
+def test_scientific_notation_in_study_files(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("base: {data: {dataset: synthetic}, optim: {weight_decay: 5e-4}}\n"
+                    "space: {optim.lr: {loguniform: [1e-3, 1E-1]}}\n"
+                    "search: {num_samples: 1e1}\n")
+    spec = load_spec(str(path))
+    assert spec.base["optim"]["weight_decay"] == 5e-4
+    assert spec.params[0].args == (1e-3, 0.1) and spec.num_samples == 10
+
+
+def test_conditional_head_for_a_searched_loss_is_accepted():
+    spec = parse_spec(spec_with(**{
+        "grid": None,
+        "space/method.loss": {"choice": ["ce", "ldam"]},
+        "space/model.head": {"choice": ["normed"], "when": {"method.loss": "ldam"}},
+        "space/method.loss_args.gamma": None,
+        "search/points_to_evaluate": [{"method.loss": "ldam", "optim.lr": 0.05}],
+    }))
+    assert [p.key for p in spec.params] == ["optim.lr", "method.loss", "model.head"]
+
+
+def test_cuda_base_validates_on_a_cpu_only_driver(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = parse_spec(spec_with(**{"base/train/device": "cuda"}))
+    assert spec.base["train"]["device"] == "cuda"
+
+
+def test_set_overrides_apply_before_validation():
+    spec = parse_spec(GOOD, overrides={"train.epochs": 7, "data.imb_factor": 10})
+    assert spec.base["train"]["epochs"] == 7 and spec.base["data"]["imb_factor"] == 10
+    assert GOOD["base"]["train"]["epochs"] == 2  # the raw study is not modified
+    with pytest.raises(ConfigError, match="train.epochs must be > 0"):
+        parse_spec(GOOD, overrides={"train.epochs": 0})
+    with pytest.raises(ConfigError, match="method.loss_args.gamma is searched"):
+        parse_spec(GOOD, overrides={"method.loss_args": {}})
+
+
+def test_asha_rungs_must_come_after_the_last_schedule_phase():
+    raw = spec_with(**{"scheduler": {"name": "asha", "grace_period": 2}})
+    raw["base"]["train"]["epochs"] = 10  # step lr: last decay at epoch 9 (0.9 of 10)
+    with pytest.raises(ConfigError, match=r"grace_period=2: asha would rank.*>= 10"):
+        parse_spec(raw)
+    raw["scheduler"]["grace_period"] = 10
+    assert parse_spec(raw).grace_period == 10
+    raw["base"]["method"] = {"name": "ldam_drw"}  # DRW from epoch 8: still 10 rules
+    raw["grid"] = {}
+    raw["space"] = {"optim.lr": {"loguniform": [0.01, 0.1]}}
+    assert parse_spec(raw).scheduler == "asha"
+    raw["base"]["optim"] = {"schedule": "cosine"}  # the lr decays until the last epoch
+    with pytest.raises(ConfigError, match="cannot rank these trials fairly"):
+        parse_spec(raw)
+    raw["base"]["optim"] = {"schedule": "step"}
+    raw["space"]["train.epochs"] = {"choice": [10, 20]}
+    with pytest.raises(ConfigError, match="train.epochs in space"):
+        parse_spec(raw)
+
+
+def test_shipped_studies_request_a_quarter_gpu_and_one_cpu_per_trial():
+    for path in SPACES:
+        spec = load_spec(str(path))
+        if spec.gpu:
+            assert (spec.cpu, spec.gpu) == (1.0, 0.25), path.name
+
+
+def test_resume_fingerprint_lists_what_changed():
+    from lt_ray.tune.runner import spec_changes, study_fingerprint
+
+    a, b = parse_spec(GOOD), parse_spec(spec_with(**{"search/num_samples": 5}))
+    assert spec_changes(study_fingerprint(a), study_fingerprint(b)) == [
+        "search.num_samples: 3 -> 5"]
+    assert spec_changes(study_fingerprint(a), study_fingerprint(a)) == []
+
+
+def test_trials_train_on_the_gpu_ray_assigned_and_on_the_cpu_without_one():
+    from lt_ray.tune.trainable import trial_device
+
+    assert trial_device("auto", 0) == "cpu"
+    assert trial_device("cuda", 0) == "cpu"  # asked for gpu: 0
+    assert trial_device("cpu", 0.25) == "cpu"
+    expected = "cuda:0" if __import__("torch").cuda.is_available() else "cpu"
+    assert trial_device("auto", 0.25) == expected

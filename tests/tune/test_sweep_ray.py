@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from lt_ray.cli import main
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import ALL_NAMES
 from lt_ray.tune.space import parse_spec
+from procutil import kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -85,18 +85,35 @@ def test_sweep_runs_trials_records_failures_and_writes_parquet(tmp_path):
     assert res.exit_code == 2 and "already exists" in res.output
 
 
-def test_failing_trial_is_recorded_and_the_study_continues(tmp_path):
-    raw = study("fails", grid={"optim.lr": [0.05, 1.0e30]}, space={})
+def test_failing_trial_is_recorded_not_retried_and_told_to_optuna_as_failed(tmp_path):
+    raw = study("fails", grid={"optim.lr": [0.05, 1.0e30]},
+                space={"optim.momentum": {"choice": [0.9]}})
     raw["search"]["num_samples"] = 1
+    raw["max_failures"] = 2  # retries lost nodes only: a NaN run is not retried
+    journal = tmp_path / "optuna.log"
     res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--storage",
-                                    str(tmp_path / "res"), "--no-dashboard"])
+                                    str(tmp_path / "res"), "--no-dashboard",
+                                    "--optuna-storage", str(journal)])
     assert res.exit_code == 0, res.output
     trials = pd.read_parquet(tmp_path / "res" / "fails" / "trials.parquet")
     by_lr = trials.set_index("cfg.optim.lr")
     assert by_lr.loc[0.05, "status"] == "completed"
     assert by_lr.loc[1.0e30, "status"] == "failed"
     assert "NaN/inf" in by_lr.loc[1.0e30, "error"]
+    assert by_lr.loc[1.0e30, "git_sha"] == by_lr.loc[0.05, "git_sha"]  # provenance on failures
     assert "FAILED" in res.output
+    failed_dir = next((tmp_path / "res" / "fails" / "tune").glob(
+        f"{by_lr.loc[1.0e30, 'trial_id']}*"))
+    assert not (failed_dir / "error.txt").exists()  # Tune saw no error: nothing to retry
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    states = {s.study_name: [t.state.name for t in optuna.load_study(
+        study_name=s.study_name, storage=storage).trials]
+        for s in optuna.get_all_study_summaries(storage)}
+    assert states == {"fails-cell-00": ["COMPLETE"], "fails-cell-01": ["FAIL"]}
 
 
 def test_resume_on_missing_study_and_unreachable_address(tmp_path):
@@ -109,45 +126,53 @@ def test_resume_on_missing_study_and_unreachable_address(tmp_path):
     assert not (tmp_path / "r" / "nothing" / "study.json").exists()
 
 
-def test_fake_gpu_packs_four_quarter_gpu_trials_and_cpu_only_is_refused(tmp_path):
+def _spans(results) -> list[tuple[float, float]]:
+    return [(r.metrics["timestamp"] - r.metrics["time_total_s"], r.metrics["timestamp"])
+            for r in results]
+
+
+def test_fake_gpu_runs_sixteen_quarter_gpu_trials_of_four_cells_at_once(tmp_path):
     import ray
 
-    from lt_ray.tune.runner import check_resources, fit_cell
+    from lt_ray.tune.runner import check_resources, fit_study, start_ray, stop_ray
 
-    raw = study("pack", resources={"cpu": 0.5, "gpu": 0.25})
-    raw["search"].update(num_samples=4, max_concurrent=4)
-    raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 1}}
+    raw = study("pack", grid={"optim.momentum": [0.0, 0.5, 0.8, 0.9]},
+                resources={"cpu": 0.125, "gpu": 0.25})
+    raw["search"].update(num_samples=4, max_concurrent=16)
+    raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 3}}
     spec = parse_spec(raw)
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    start_ray(None, dashboard=False, num_cpus=2, num_gpus=4)
     try:
-        assert check_resources(spec) == 4
-        cell = spec.cells()[0]
-        (tmp_path / "pack").mkdir()
-        results = fit_cell(spec, cell, tmp_path / "pack", resume=False, data_root=None,
-                           optuna_storage=None).results
-        spans = [(r.metrics["timestamp"] - r.metrics["time_total_s"], r.metrics["timestamp"])
-                 for r in results]
-        assert len(spans) == 4 and all(r.error is None for r in results)
-        latest_start = max(s for s, _ in spans)
-        earliest_end = min(e for _, e in spans)
-        assert latest_start < earliest_end  # all four were running at the same time
+        # the embedded local Ray lives on the loopback interface only
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert check_resources(spec) == 16
+        results = fit_study(spec, tmp_path / "pack", resume=False, data_root=None,
+                            optuna_storage=None)
+        spans = _spans(results)
+        assert len(spans) == 16 and all(r.error is None for r in results)
+        assert {r.config["_cell"] for r in results} == {0, 1, 2, 3}
+        assert {r.metrics["device"] for r in results} == {"cpu"}  # fake GPUs: no CUDA here
+        assert max(s for s, _ in spans) < min(e for _, e in spans)  # all 16 in flight at once
     finally:
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False)
+        stop_ray()
+    start_ray(None, dashboard=False, num_cpus=2, num_gpus=0)
     try:
         with pytest.raises(LTRayError, match="gpu=0.25 but no node"):
             check_resources(spec)
     finally:
-        ray.shutdown()
+        stop_ray()
 
 
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     from ray.cluster_utils import Cluster
 
-    from lt_ray.tune.runner import check_resources, fit_cell
+    from lt_ray.tune.runner import check_resources, fit_study, keep_on_loopback, stop_ray
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    keep_on_loopback()
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     import ray
 
     ray.init(address=cluster.address)
@@ -157,21 +182,16 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 1}}
         spec = parse_spec(raw)
         assert check_resources(spec) == 2
-        (tmp_path / "nodes").mkdir()
-        results = fit_cell(spec, spec.cells()[0], tmp_path / "nodes", resume=False,
-                           data_root=None, optuna_storage=None).results
-        spans = [(r.metrics["timestamp"] - r.metrics["time_total_s"], r.metrics["timestamp"])
-                 for r in results]
+        results = fit_study(spec, tmp_path / "nodes", resume=False, data_root=None,
+                            optuna_storage=None)
+        spans = _spans(results)
         # each node has one CPU and each trial needs one: overlap means both nodes ran one
         assert max(s for s, _ in spans) < min(e for _, e in spans)
         assert len({r.metrics["pid"] for r in results}) == 2
+        assert {r.metrics["node_ip"] for r in results} == {"127.0.0.1"}
     finally:
-        ray.shutdown()
+        stop_ray()
         cluster.shutdown()
-
-
-def _kill_ray(temp_dir: str) -> None:
-    subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
 
 
 def test_killed_driver_then_resume_completes_every_trial_once(tmp_path):
@@ -179,38 +199,41 @@ def test_killed_driver_then_resume_completes_every_trial_once(tmp_path):
     raw["search"].update(num_samples=4, max_concurrent=2)
     raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 4}}
     path = write(tmp_path, raw)
-    temp_dir = f"/tmp/ltr{os.getpid()}"
-    env = {**os.environ, "LT_RAY_TEMP_DIR": temp_dir}
+    env = {**os.environ, "LT_RAY_TEMP_DIR": f"/tmp/ltr{os.getpid()}"}
     storage = tmp_path / "res"
     cmd = [sys.executable, "-m", "lt_ray.cli", "sweep", path, "--storage", str(storage),
            "--no-dashboard"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    cell = storage / "resume" / "cell-00"
+    tune_dir = storage / "resume" / "tune"
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait until some trial has checkpointed an epoch
-            if list(cell.glob("*/checkpoint_*")):
+            if list(tune_dir.glob("*/checkpoint_*")):
                 break
             time.sleep(0.5)
         else:
             pytest.fail("no trial checkpointed within 240 s")
         time.sleep(2)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     finally:
-        _kill_ray(temp_dir)
-    res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True,
-                         timeout=480)
-    _kill_ray(temp_dir)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        kill_session(proc.pid)  # the driver and the local Ray it started
+        proc.wait()
+    resumed = subprocess.Popen(cmd + ["--resume"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = resumed.communicate(timeout=480)
+    finally:
+        kill_session(resumed.pid)
+    assert resumed.returncode == 0, out[-3000:]
     trials = pd.read_parquet(storage / "resume" / "trials.parquet")
     assert len(trials) == 4 and set(trials.status) == {"completed"}
-    for trial_dir in cell.iterdir():
+    epochs = pd.read_parquet(storage / "resume" / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id").epoch.apply(list).map(tuple)) == [(1, 2, 3, 4)] * 4
+    for trial_dir in tune_dir.iterdir():
         if trial_dir.is_dir():
             lines = (trial_dir / "result.json").read_text().splitlines()
-            epochs = [json.loads(line)["epoch"] for line in lines]
-            assert epochs == sorted(set(epochs)) == [1, 2, 3, 4], (trial_dir.name, epochs)
+            seen = [json.loads(line)["epoch"] for line in lines]
+            assert seen == sorted(set(seen)) == [1, 2, 3, 4], (trial_dir.name, seen)
 
 
 def test_smoke_runs_two_one_epoch_trials_of_the_first_cell(tmp_path):
@@ -222,3 +245,36 @@ def test_smoke_runs_two_one_epoch_trials_of_the_first_cell(tmp_path):
     trials = pd.read_parquet(tmp_path / "res" / "smoke" / "trials.parquet")
     assert len(trials) == 2 and set(trials["cfg.method.name"]) == {"ce"}
     assert set(trials.epochs_completed) == {1} and set(trials.status) == {"completed"}
+
+
+def test_asha_stops_trials_per_cell_after_the_last_phase_and_optuna_sees_them_pruned(tmp_path):
+    # base epochs 2, the grid cell's 4: ASHA's max_t must be the cell's own epoch count
+    raw = study("asha", grid={"train.epochs": [4]}, space={"optim.lr": {"choice": [0.1, 1e-6]}})
+    raw["base"] = {**TINY, "optim": {"schedule": "constant"},
+                   "data": {**TINY["data"], "synthetic": {**TINY["data"]["synthetic"],
+                                                          "noise": 0.1, "n_max": 100}}}
+    raw["search"].update(num_samples=3, max_concurrent=1, points_to_evaluate=[
+        {"optim.lr": 0.1}, {"optim.lr": 1e-6}, {"optim.lr": 1e-6}])
+    raw["scheduler"] = {"name": "asha", "grace_period": 2, "reduction_factor": 2}
+    journal = tmp_path / "optuna.log"
+    res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--storage",
+                                    str(tmp_path / "res"), "--no-dashboard",
+                                    "--optuna-storage", str(journal)])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_parquet(tmp_path / "res" / "asha" / "trials.parquet")
+    by_lr = trials.sort_values("cfg.optim.lr")
+    assert by_lr.status.tolist() == ["early_stopped", "early_stopped", "completed"]
+    assert by_lr.epochs_completed.tolist() == [2, 2, 4]  # the good trial ran all 4 epochs
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    ot = optuna.load_study(study_name="asha-cell-00",
+                           storage=JournalStorage(JournalFileBackend(str(journal))))
+    states = sorted((t.params["optim.lr"], t.state.name) for t in ot.trials)
+    assert states == [(1e-6, "PRUNED"), (1e-6, "PRUNED"), (0.1, "COMPLETE")]
+    # a changed study is not resumed: it names what changed
+    raw["search"]["num_samples"] = 5
+    res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--storage",
+                                    str(tmp_path / "res"), "--resume"])
+    assert res.exit_code == 2 and "search.num_samples: 3 -> 5" in res.output, res.output

@@ -1,0 +1,158 @@
+"""One Tune searcher for the whole study: it routes suggestions to one Optuna search per cell.
+
+A study is one ``Tuner``: every grid cell's trials share the cluster up to the study-wide
+``search.max_concurrent`` (Tune's ``max_concurrent_trials``), while each cell keeps its own
+Optuna study, seeded with ``search.seed + cell index`` and capped by the optional
+``search.max_concurrent_per_cell``. The cell of a trial travels in its config under
+:data:`CELL_KEY`.
+
+What Optuna is told at the end of a trial (:class:`CellOptunaSearch`):
+
+* a trial that reported :data:`FAILED_KEY` (the trainable caught an error in the run: NaN loss,
+  missing data, ...) is ``FAIL``;
+* a trial that a scheduler stopped (:data:`STOPPED_KEY`, set by :class:`MarkStoppedTrials` from
+  Tune's own ``done`` flag) is ``PRUNED``, not ``COMPLETE`` with an early value;
+* every other trial is ``COMPLETE`` with its last reported objective(s).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+CELL_KEY = "_cell"  # the trial's grid-cell index in its config
+FAILED_KEY = "trial_error"  # reported by the trainable when the run raised; the message
+STOPPED_KEY = "stopped_early"  # set on the result a scheduler stopped the trial at
+
+
+class CellOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna FAIL for failed and PRUNED for scheduler-stopped trials.
+
+    Uses OptunaSearch's ``_ot_trials``/``_ot_study``/``_completed_trials`` (Ray 2.60, pinned).
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if FAILED_KEY in result:
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        import optuna
+
+        result = result or {}
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        state = None
+        if error or result.get(FAILED_KEY):
+            state = optuna.trial.TrialState.FAIL
+        elif result.get(STOPPED_KEY):
+            state = optuna.trial.TrialState.PRUNED
+        if state is None:
+            super().on_trial_complete(trial_id, result=result, error=False)
+            return
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        except Exception as exc:  # noqa: BLE001 - Optuna refuses e.g. PRUNED without a value
+            log.warning("optuna: could not record trial %s as %s: %s", trial_id, state, exc)
+        self._completed_trials.add(trial_id)
+
+
+class CellSearch(Searcher):
+    """Tune searcher over all grid cells; each cell has its own Optuna search (or none).
+
+    Args:
+        searchers: per cell index, its searcher (None: a fixed config, every trial = {}).
+        budgets: per cell index, the number of trials to run.
+        per_cell_cap: at most this many live trials per cell (None: only the study-wide cap).
+        metric, mode: the objective(s), as given to Tune.
+    """
+
+    def __init__(
+        self,
+        searchers: dict[int, Searcher | None],
+        budgets: dict[int, int],
+        *,
+        per_cell_cap: int | None,
+        metric: str | list[str],
+        mode: str | list[str],
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._searchers = searchers
+        self._budgets = dict(budgets)
+        self._per_cell_cap = per_cell_cap
+        self._suggested = dict.fromkeys(budgets, 0)
+        self._live: dict[int, set[str]] = {i: set() for i in budgets}
+        self._cell_of: dict[str, int] = {}
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        return True  # objective and space are fixed per cell at construction
+
+    def suggest(self, trial_id: str) -> dict | None:
+        open_cells = [i for i in self._budgets if self._suggested[i] < self._budgets[i]]
+        if not open_cells:
+            return Searcher.FINISHED
+        # least busy cell first, so that every cell gets trials in flight
+        for i in sorted(open_cells, key=lambda c: (len(self._live[c]), self._suggested[c], c)):
+            if self._per_cell_cap is not None and len(self._live[i]) >= self._per_cell_cap:
+                continue
+            searcher = self._searchers[i]
+            config = {} if searcher is None else searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                continue
+            self._suggested[i] += 1
+            self._live[i].add(trial_id)
+            self._cell_of[trial_id] = i
+            return {**config, CELL_KEY: i}
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        searcher = self._searcher_of(trial_id)
+        if searcher is not None:
+            searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        cell = self._cell_of.get(trial_id)
+        if cell is None:
+            return
+        self._live[cell].discard(trial_id)
+        searcher = self._searchers[cell]
+        if searcher is not None:
+            searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def _searcher_of(self, trial_id: str) -> Searcher | None:
+        cell = self._cell_of.get(trial_id)
+        return None if cell is None else self._searchers[cell]
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class MarkStoppedTrials(Callback):
+    """Marks the result at which a scheduler stopped a trial with :data:`STOPPED_KEY`.
+
+    Tune sets ``done=True`` on a regular result only when its scheduler (or a stopper; lt-ray
+    uses none) decides STOP; a trial that ends on its own finishes with a separate duplicate
+    result that callbacks do not see. The mark reaches the trial's last result, Optuna (as
+    PRUNED) and ``trials.parquet`` (status ``early_stopped``).
+    """
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if result.get("done"):
+            result[STOPPED_KEY] = True
