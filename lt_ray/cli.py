@@ -308,9 +308,11 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
         start_ray,
         stop_ray,
         study_dir_for,
+        with_absolute_data_root,
         write_study_file,
     )
 
+    spec = with_absolute_data_root(spec)
     study_dir = study_dir_for(storage, spec.name)
     check_study_dir(study_dir, spec, resume=resume)
     root = str(resolve_root(None, data_root))

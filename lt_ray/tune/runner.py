@@ -35,6 +35,23 @@ def study_dir_for(location: str | Path, name: str) -> str:
     return storage.join(storage.normalize(location), name)
 
 
+def with_absolute_data_root(spec: SweepSpec) -> SweepSpec:
+    """``data.root`` (in base and as a grid axis) made absolute here, in the driver: Ray Tune
+    runs every trial in its own working directory, where a relative path means nothing."""
+    from dataclasses import replace
+
+    def absolute(root: Any) -> Any:
+        return str(Path(root).expanduser().resolve()) if isinstance(root, str) and root else root
+
+    base = json.loads(json.dumps(spec.base))
+    if isinstance(base.get("data"), dict) and base["data"].get("root"):
+        base["data"]["root"] = absolute(base["data"]["root"])
+    grid = dict(spec.grid)
+    if "data.root" in grid:
+        grid["data.root"] = [absolute(v) for v in grid["data.root"]]
+    return replace(spec, base=base, grid=grid)
+
+
 # --- the study file --------------------------------------------------------------------------
 
 

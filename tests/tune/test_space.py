@@ -306,3 +306,31 @@ def test_trials_train_on_the_gpu_ray_assigned_and_on_the_cpu_without_one():
     assert trial_device("cpu", 0.25) == "cpu"
     expected = "cuda:0" if __import__("torch").cuda.is_available() else "cpu"
     assert trial_device("auto", 0.25) == expected
+
+
+def test_driver_makes_a_relative_data_root_absolute(tmp_path, monkeypatch):
+    from lt_ray.tune.runner import with_absolute_data_root
+
+    monkeypatch.chdir(tmp_path)
+    raw = spec_with(**{"base/data/root": "data"})
+    spec = with_absolute_data_root(parse_spec(raw))
+    assert spec.base["data"]["root"] == str(tmp_path / "data")
+    raw = spec_with(**{"grid": {"data.root": ["a", "/abs/b"]}})
+    assert with_absolute_data_root(parse_spec(raw)).grid["data.root"] == [
+        str(tmp_path / "a"), "/abs/b"]
+
+
+def test_a_node_without_the_data_fails_its_trial_naming_node_and_folder(tmp_path):
+    import socket
+
+    from lt_ray.config import ExperimentConfig
+    from lt_ray.errors import DataError
+    from lt_ray.tune.trainable import load_trial_data
+
+    cfg = ExperimentConfig.from_dict({"data": {"dataset": "cifar10", "download": True,
+                                               "root": str(tmp_path / "nowhere")}})
+    with pytest.raises(DataError) as info:
+        load_trial_data(cfg, None)
+    message = str(info.value)
+    assert socket.gethostname() in message and str(tmp_path / "nowhere") in message
+    assert "never download" in message
