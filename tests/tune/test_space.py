@@ -315,7 +315,7 @@ def test_driver_makes_a_relative_data_root_absolute(tmp_path, monkeypatch):
     raw = spec_with(**{"base/data/root": "data"})
     spec = with_absolute_data_root(parse_spec(raw))
     assert spec.base["data"]["root"] == str(tmp_path / "data")
-    raw = spec_with(**{"grid": {"data.root": ["a", "/abs/b"]}})
+    raw = spec_with(**{"grid/data.root": ["a", "/abs/b"]})
     assert with_absolute_data_root(parse_spec(raw)).grid["data.root"] == [
         str(tmp_path / "a"), "/abs/b"]
 
