@@ -124,7 +124,7 @@ def original_rate(data: LTData, epochs: int) -> float:
     rate = 0.0
     for _ in range(epochs):
         start, seen = time.perf_counter(), 0
-        for xb, yb in loader:
+        for xb, yb, _ in loader:
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

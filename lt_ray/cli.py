@@ -137,10 +137,16 @@ def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None
 @click.option("--out", required=True, type=click.Path(), help="Folder for the run's results.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in --out.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--artifacts", help="Folder or URI of the stage artifacts (pretrained: runs; "
+              "default: $LT_RAY_ARTIFACTS, then ~/.cache/lt-ray/artifacts).")
 @user_errors
 def train(config: str | None, method: str | None, overrides: tuple[str, ...],
-          data_root: str | None, out: str, overwrite: bool, resume: bool) -> None:
-    """Train one configuration (no Ray) and write metrics.json, checkpoint.pt, config.yaml."""
+          data_root: str | None, out: str, overwrite: bool, resume: bool,
+          artifacts: str | None) -> None:
+    """Train one configuration (no Ray) and write metrics.json, checkpoint.pt, config.yaml.
+
+    A pretrained: section (the GML plug-in) is trained first, once, into the artifacts."""
+    from lt_ray import artifacts as A
     from lt_ray.data import build_dataset
     from lt_ray.experiment import run, runtime_device, validate
 
@@ -148,6 +154,10 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
     cfg = load_config(config, method, overrides)
     validate(cfg)
     runtime_device(cfg)  # e.g. train.device=cuda on a machine without CUDA
+    root = A.resolve_root(artifacts)
+    stage = A.pretrained_config(cfg)
+    if stage is not None and A.find(root, stage) is None:
+        A.check_writable(root)  # before any training
     out_dir = Path(out).resolve()
     check_out_dir(out_dir, cfg, overwrite=overwrite, resume=resume)
     data = build_dataset(cfg.data, data_root)  # a data error must not cost the previous run
@@ -157,7 +167,7 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
         f"{cfg.method.name} on {data.name}-LT (imb_factor {cfg.data.imb_factor:g}): "
         f"{int(data.class_counts.sum())} train images, {len(data.val)} val, {len(data.test)} test"
     )
-    result = run(cfg, out_dir, data=data, resume=resume)
+    result = run(cfg, out_dir, data=data, resume=resume, artifacts=root)
     click.echo(summary_table(result.metrics))
     click.echo(f"results in {out_dir}")
 
@@ -211,7 +221,14 @@ def list_cmd() -> None:
     show("samplers (train.sampler)", SAMPLERS.names(), lambda n: doc(SAMPLERS.get(n)))
 
     def recipe(n: str) -> str:
-        parts = ", ".join(f"{k}={v}" for k, v in METHODS.meta(n).items())
+        import dataclasses
+
+        meta = METHODS.meta(n)
+        parts = ", ".join(f"{k}={meta[k]}" for k in ("loss", "rule", "head") if k in meta)
+        args = meta.get("args")
+        if args is not None:
+            parts += "; method.args: " + hp({f.name: getattr(args(), f.name)
+                                             for f in dataclasses.fields(args)})
         return f"{parts}  {doc(METHODS.get(n))}".strip()
 
     show("methods (method.name)", METHODS.names(), recipe)
@@ -269,6 +286,7 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
 def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = None) -> str:
     import yaml
 
+    from lt_ray.config import ExperimentConfig
     from lt_ray.tune.runner import study_dir_for
 
     cells = spec.cells()
@@ -291,13 +309,15 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
         lines.append("overrides of base (--set): " + ", ".join(
             f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()))
     lines.append("base config (resolved):")
-    lines.append(yaml.safe_dump(spec.base, sort_keys=False).rstrip().replace("\n", "\n  "))
+    resolved = ExperimentConfig.from_dict(spec.base).to_dict()
+    lines.append(yaml.safe_dump(resolved, sort_keys=False).rstrip().replace("\n", "\n  "))
     return "\n".join(lines)
 
 
 def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
               optuna_storage: str | None, data_root: str | None) -> None:
     """Check study folder and data, start/join Ray, check resources, fit, export, summarize."""
+    from lt_ray.artifacts import study_root
     from lt_ray.data import build_dataset, resolve_root
     from lt_ray.results.provenance import collect_provenance
     from lt_ray.tune.export import export, summarize
@@ -305,6 +325,7 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
         check_resources,
         check_study_dir,
         fit_study,
+        prepare_stages,
         start_ray,
         stop_ray,
         study_dir_for,
@@ -329,8 +350,12 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
             click.echo(f"Ray dashboard: {url}")
         click.echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
                    f"trials, {slots} at once -> {study_dir}")
+        artifacts = study_root(storage)
+        built = prepare_stages(spec, artifacts, root)
+        if built:
+            click.echo(f"built {built} stage artifact(s) in {artifacts}")
         results = fit_study(spec, study_dir, resume=resume, data_root=root,
-                            optuna_storage=optuna_storage)
+                            optuna_storage=optuna_storage, artifacts=artifacts)
         paths, records = export(study_dir, results)
     finally:
         stop_ray()

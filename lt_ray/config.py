@@ -8,6 +8,7 @@ Semantic checks that need the registries (known names, hyper-parameter names) li
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import keyword
@@ -95,6 +96,7 @@ class MethodConfig:
     loss_args: dict[str, Any] = field(default_factory=dict)  # loss hyper-parameters
     rule_args: dict[str, Any] = field(default_factory=dict)  # train-rule hyper-parameters
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixup on every batch; 0 disables
+    args: dict[str, Any] = field(default_factory=dict)  # the method's own arguments (typed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,28 +129,71 @@ class TrainConfig:
     checkpoint_every: int = 1  # write the resumable checkpoint every N epochs
 
 
+INTERNAL = {"internal": True}  # dataclass field metadata: not a config key
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
+    """One run. Values layer as dataclass defaults < the method's recipe < YAML < ``--set``.
+
+    ``from_dict`` takes the user's values (a partial, nested mapping); the method's recipe
+    (``METHODS.meta(name)["defaults"]``, e.g. GML's optimiser and schedule) fills what they
+    leave unset. ``replace`` applies dotted overrides to the user's values and layers again,
+    so changing ``method.name`` brings the new method's recipe.
+    """
+
     seed: int = 0  # model init, sampling and augmentation
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # stage 1 of a multi-stage method: a partial experiment config, trained once per distinct
+    # resolved config and cached as an artifact (lt_ray.artifacts); inherits data and seed
+    pretrained: dict[str, Any] | None = None
+    # the values the user set, before the recipe (what `replace` layers on again)
+    explicit: dict[str, Any] = field(default_factory=dict, compare=False, repr=False,
+                                     metadata=INTERNAL)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> ExperimentConfig:
-        return from_dict(cls, raw or {})
+        raw = copy.deepcopy(raw or {})
+        from_dict(cls, raw)  # unknown keys and wrong types, named as the user wrote them
+        name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
+        merged = deep_merge(recipe_defaults(name or MethodConfig.name), raw)
+        return dataclasses.replace(from_dict(cls, merged), explicit=raw)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
-        """A copy with dotted-key overrides applied (``{"optim.lr": 0.05}``)."""
-        raw = self.to_dict()
+        """A copy with dotted-key overrides applied (``{"optim.lr": 0.05}``) to the user's
+        values, layered again on the (possibly new) method's recipe."""
+        raw = copy.deepcopy(self.explicit)
         for key, value in overrides.items():
             set_dotted(raw, key, value)
         return ExperimentConfig.from_dict(raw)
+
+
+def recipe_defaults(method: str) -> dict[str, Any]:
+    """The config values method ``method`` sets by default (nested); {} for an unknown name
+    (validation reports it)."""
+    from lt_ray.methods import METHODS  # the registry fills itself on import
+
+    if method not in METHODS:
+        return {}
+    return copy.deepcopy(METHODS.meta(method).get("defaults", {}))
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, recursively for mappings present in both."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 @functools.cache
@@ -160,7 +205,7 @@ def _hints(obj: Any) -> dict[str, Any]:
 def to_dict(obj: Any) -> Any:
     """Plain dict/list/scalars (YAML- and JSON-safe) of a config dataclass."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in _fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -174,7 +219,7 @@ def from_dict(cls: type[C], raw: Any, path: str = "") -> C:
         where = path or "the config"
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}: {raw!r}")
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = [f.name for f in _fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         dotted = f"{path}.{key}" if path else str(key)
@@ -182,6 +227,11 @@ def from_dict(cls: type[C], raw: Any, path: str = "") -> C:
             raise _unknown_key(path, key, names)
         kwargs[key] = _coerce(hints[key], value, dotted)
     return cls(**kwargs)
+
+
+def _fields(cls: Any) -> list[dataclasses.Field]:
+    """The config keys of a config class (its fields, internal ones left out)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
 
 
 def _unknown_key(path: str, key: Any, names: list[str]) -> ConfigError:
@@ -204,10 +254,11 @@ def check_key(dotted: str) -> None:
             return
         if not dataclasses.is_dataclass(tp):
             raise ConfigError(f"'{path}' is a value, not a section: {dotted}")
-        names = [f.name for f in dataclasses.fields(tp)]
+        names = [f.name for f in _fields(tp)]
         if part not in names:
             raise _unknown_key(path, part, names)
-        tp = _hints(tp)[part]
+        tp = ExperimentConfig if (tp, part) == (ExperimentConfig, "pretrained") else (
+            _hints(tp)[part])
         path = _join(path, part)
 
 

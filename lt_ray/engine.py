@@ -21,7 +21,7 @@ import torch
 
 from lt_ray.checkpoint import load_checkpoint, save_checkpoint
 from lt_ray.config import ExperimentConfig, TrainConfig
-from lt_ray.data import DeviceLoader, LTData, Split
+from lt_ray.data import DeviceLoader, LTData
 from lt_ray.errors import CheckpointError, ConfigError, TrainingDiverged
 from lt_ray.methods.base import Method
 from lt_ray.metrics import split_metrics
@@ -78,35 +78,47 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 @torch.no_grad()
 def predict_split(
-    method: Method, split: Split, data: LTData, train: TrainConfig,
+    method: Method, name: str, data: LTData, train: TrainConfig,
     device: torch.device, dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """Argmax predictions of ``method.predict`` over a split, in large batches."""
+) -> dict[str | None, torch.Tensor]:
+    """Argmax predictions over split ``name``, in large batches: ``{None: primary}`` plus one
+    entry per named output of ``method.predict``."""
+    split = getattr(data, name)
     loader = DeviceLoader(
         split, batch_size=train.eval_batch_size, mean=data.mean, std=data.std, train=False,
-        channels_last=train.channels_last,
+        channels_last=train.channels_last, images=method.needs_images,
     )
-    preds = []
+    preds: dict[str | None, list[torch.Tensor]] = {}
     with autocast(device, dtype):
-        for x, _ in loader:
-            preds.append(method.predict(x).argmax(dim=1))
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
+        for batch in loader:
+            out = method.predict(batch.x, split=name, index=batch.index)
+            named = out if isinstance(out, dict) else {None: out}
+            if isinstance(out, dict):
+                named = {**out, None: out[method.primary_output]}
+            for key, logits in named.items():
+                preds.setdefault(key, []).append(logits.argmax(dim=1))
+    if not preds:
+        return {None: torch.empty(0, dtype=torch.int64)}
+    return {key: torch.cat(parts) for key, parts in preds.items()}
 
 
 def evaluate(
     method: Method, data: LTData, splits: tuple[str, ...], train: TrainConfig,
     device: torch.device, dtype: torch.dtype | None,
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Flat metrics and per-class recall of ``splits``: ``{split}_{metric}`` and recall under
+    ``split`` for the primary output; ``{split}_{metric}_{output}`` and ``split/output`` for
+    each named output."""
     was_training = method.training
     method.eval()
     flat: dict[str, float] = {}
     per_class: dict[str, list[float]] = {}
     for name in splits:
-        split = getattr(data, name)
-        preds = predict_split(method, split, data, train, device, dtype)
-        values, recall = split_metrics(name, preds, split.y, data.class_counts)
-        flat.update(values)
-        per_class[name] = recall.tolist()
+        targets = getattr(data, name).y
+        for output, preds in predict_split(method, name, data, train, device, dtype).items():
+            values, recall = split_metrics(name, preds, targets, data.class_counts, output)
+            flat.update(values)
+            per_class[name if output is None else f"{name}/{output}"] = recall.tolist()
     method.train(was_training)
     return flat, per_class
 
@@ -148,9 +160,9 @@ def fit(
         data.train, batch_size=train.batch_size, mean=data.mean, std=data.std, train=True,
         sampler=train.sampler, class_counts=data.class_counts, crop_padding=train.crop_padding,
         flip=train.flip, cutout=train.cutout, channels_last=train.channels_last,
-        generator=generator,
+        generator=generator, images=method.needs_images,
     )
-    optimizer = build_optimizer(method, cfg)
+    optimizer = build_optimizer(method, cfg) if method.trainable else None
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -159,7 +171,8 @@ def fit(
         if "optimizer" not in state:
             raise CheckpointError(f"{checkpoint_path} is not a resumable lt-ray checkpoint")
         method.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         generator.set_state(state["generator"].to(generator.get_state().device))
         torch.set_rng_state(state["torch_rng"])
@@ -173,18 +186,18 @@ def fit(
         save_checkpoint(
             checkpoint_path, config=cfg.to_dict(), class_counts=data.class_counts.tolist(),
             state_dict=method.state_dict(), class_names=list(data.class_names), epoch=epoch,
-            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+            optimizer=optimizer.state_dict() if optimizer else {}, scaler=scaler.state_dict(),
             generator=generator.get_state(), torch_rng=torch.get_rng_state(), history=history,
         )
         return checkpoint_path
 
-    epochs = train.epochs
+    epochs = train.epochs if method.trainable else 0  # nothing to train: evaluate only
     start_time = time.perf_counter()
     last_eval: dict[str, float] = {}
     last_per_class: dict[str, list[float]] = {}
     for epoch in range(start_epoch, epochs):
         epoch_start = time.perf_counter()
-        method.train()
+        method.set_mode(epoch)
         method.on_epoch_start(epoch, epochs)
         choice = method.sampler()
         loader.set_sampler(*(choice or (train.sampler, {})))
@@ -194,16 +207,16 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         seen = 0
-        for step, (x, y) in enumerate(loader):
+        for step, batch in enumerate(loader):
             with autocast(device, dtype):
-                out = method.training_step(x, y)
+                out = method.training_step(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += out.loss.detach().float() * len(y)
-            correct += (out.logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            loss_sum += out.loss.detach().float() * len(batch.y)
+            correct += (out.logits.detach().argmax(1) == batch.y).sum()
+            seen += len(batch.y)
             if step % NAN_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
                 _diverged(epoch, step, cfg)
         if not bool(torch.isfinite(loss_sum)):
@@ -230,10 +243,15 @@ def fit(
         if report is not None and evaluated:
             report(record, ckpt, last_per_class)
 
-    if start_epoch == epochs:  # resumed a finished run: evaluate once more
+    if start_epoch == epochs:  # nothing to train, or a resumed finished run: evaluate once
         last_eval, last_per_class = evaluate(
             method, data, ("val", "test", "fulltest"), train, device, eval_dtype
         )
+        if not history:  # an evaluate-only method: one record, epoch 0
+            history.append({"epoch": 0, **last_eval})
+            ckpt = save(0)
+            if report is not None:
+                report(history[-1], ckpt, last_per_class)
     final = {
         **{k: v for k, v in history[-1].items() if not k.startswith(EVAL_PREFIXES)},
         **last_eval,

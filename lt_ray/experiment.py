@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from lt_ray import __version__
-from lt_ray.config import ExperimentConfig
+from lt_ray.config import ExperimentConfig, from_dict, to_dict
 from lt_ray.context import LTContext
 from lt_ray.data import SAMPLERS, LTData, build_dataset, expected_class_counts
 from lt_ray.engine import EVAL_PRECISIONS, PRECISIONS, FitResult, Reporter, fit, resolve_device
@@ -31,6 +31,7 @@ from lt_ray.errors import ConfigError
 from lt_ray.losses import LOSSES, build_loss
 from lt_ray.losses.base import loss_traits, resolve_loss_args
 from lt_ray.methods import METHODS, Method
+from lt_ray.methods.base import NoArgs
 from lt_ray.models import HEADS, MODELS
 from lt_ray.registry import Registry
 from lt_ray.rules import RULES, build_rule, resolve_rule_args, rule_uses_class_weights
@@ -82,8 +83,21 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
         loss_args=resolve_loss_args(parts["loss"], cfg.method.loss_args),
         rule_args=resolve_rule_args(parts["rule"], cfg.method.rule_args),
     )
+    method = dataclasses.replace(method, args=to_dict(method_args(cfg)))
     model = dataclasses.replace(cfg.model, head=parts["head"])
-    return dataclasses.replace(cfg, method=method, model=model)
+    from lt_ray.artifacts import pretrained_config
+
+    stage = pretrained_config(cfg)  # recorded resolved: what the artifact's hash stands for
+    pretrained = None if stage is None else stage.to_dict()
+    return dataclasses.replace(cfg, method=method, model=model, pretrained=pretrained)
+
+
+def method_args(cfg: ExperimentConfig) -> Any:
+    """``method.args`` as the method's typed argument dataclass (defaults filled in); unknown
+    names, wrong types and out-of-range values are ConfigErrors naming ``method.args.NAME``."""
+    _check_name(METHODS, cfg.method.name, "method.name")
+    args_cls = METHODS.meta(cfg.method.name).get("args", NoArgs)
+    return from_dict(args_cls, cfg.method.args, "method.args")
 
 
 def check_compatible(cfg: ExperimentConfig, raw: ExperimentConfig | None = None) -> None:
@@ -94,7 +108,8 @@ def check_compatible(cfg: ExperimentConfig, raw: ExperimentConfig | None = None)
     traits = loss_traits(m.loss)
     if head != traits.head:
         source = ""
-        if raw is not None and raw.model.head is None:
+        explicit = (raw or cfg).explicit
+        if raw is not None and "head" not in (explicit.get("model") or {}):
             source = f" (the head of method {m.name!r})"
         raise ConfigError(
             f"loss {m.loss!r} needs model.head={traits.head} ({_HEAD_WHY[traits.head]}), but "
@@ -177,7 +192,37 @@ def validate(cfg: ExperimentConfig) -> None:
     if t.sampler not in SAMPLERS:
         raise ConfigError(f"train.sampler: {SAMPLERS.unknown_message(t.sampler)}")
     check_device_name(t.device)
+    check_stages(resolved)
 
+
+def check_stages(cfg: ExperimentConfig) -> None:
+    """A method built on a pretrained model gets one (``pretrained:`` or
+    ``method.args.checkpoint``); the ``pretrained:`` section is itself a valid config."""
+    from lt_ray.artifacts import pretrained_config
+
+    needs_base = METHODS.meta(cfg.method.name).get("needs_base", False)
+    checkpoint = cfg.method.args.get("checkpoint")
+    if cfg.pretrained is not None and not needs_base:
+        raise ConfigError(
+            f"method {cfg.method.name!r} trains from scratch and uses no pretrained model; "
+            "remove the pretrained: section (a plug-in such as gml builds on one)"
+        )
+    if not needs_base:
+        return
+    if cfg.pretrained is None and not checkpoint:
+        raise ConfigError(
+            f"method {cfg.method.name!r} re-trains a pretrained model: describe it in the "
+            "pretrained: section (e.g. --set pretrained.method.name=ce --set "
+            "pretrained.train.epochs=200) or give method.args.checkpoint=PATH"
+        )
+    if cfg.pretrained is not None and checkpoint:
+        raise ConfigError("give either the pretrained: section or method.args.checkpoint, "
+                          "not both")
+    if cfg.pretrained is not None:
+        try:
+            validate(pretrained_config(cfg))
+        except ConfigError as exc:
+            raise ConfigError(f"pretrained: {exc}") from None
 
 def last_phase_start(cfg: ExperimentConfig) -> int:
     """The 0-indexed epoch from which nothing in the recipe changes any more: the last lr step
@@ -199,8 +244,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_method(cfg: ExperimentConfig, data: LTData, device: torch.device) -> Method:
-    ctx = LTContext(data.num_classes, data.class_counts.cpu(), device)
+def build_method(cfg: ExperimentConfig, data: LTData | None, device: torch.device, *,
+                 num_classes: int | None = None, class_counts: torch.Tensor | None = None,
+                 artifacts: str | None = None, load_base: bool = True) -> Method:
+    """The method of ``cfg`` for ``data`` (or, restoring a checkpoint without data, for the
+    given class counts). ``artifacts`` is where stage-1 runs live; ``load_base=False`` builds
+    the structure only, for a state dict loaded next."""
+    counts = data.class_counts.cpu() if data is not None else torch.as_tensor(class_counts)
+    ctx = LTContext(num_classes or len(counts), counts, device, data=data, artifacts=artifacts,
+                    load_base=load_base)
     return METHODS.get(cfg.method.name)(cfg, ctx)
 
 
@@ -212,9 +264,15 @@ def run(
     report: Reporter | None = None,
     resume: bool = False,
     data: LTData | None = None,
+    artifacts: str | None = None,
+    build_artifacts: bool = True,
 ) -> FitResult:
     """Validate and resolve ``cfg``, check the device, build data and method, train, and write
     results into ``out_dir``.
+
+    A ``pretrained:`` section is trained first into the artifact root ``artifacts`` (default
+    :func:`lt_ray.artifacts.default_root`), unless it is there already; with
+    ``build_artifacts=False`` (a Ray trial: the driver built them) a missing one is an error.
 
     ``out_dir`` receives ``checkpoint.pt`` (resumable, updated during training),
     ``config.yaml`` and, at the end, ``metrics.json``; all three record the resolved config
@@ -226,8 +284,9 @@ def run(
     device = runtime_device(cfg)
     if data is None:
         data = build_dataset(cfg.data, data_root)
+    root = ensure_stages(cfg, artifacts, data_root=data_root, data=data, build=build_artifacts)
     seed_everything(cfg.seed)
-    method = build_method(cfg, data, device)
+    method = build_method(cfg, data, device, artifacts=root)
     checkpoint = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +296,23 @@ def run(
     if out_dir is not None:
         write_metrics(out_dir / METRICS_FILE, cfg, data, result)
     return result
+
+
+def ensure_stages(cfg: ExperimentConfig, artifacts: str | None, *, data_root: str | None,
+                  data: LTData | None, build: bool) -> str:
+    """The artifact root, with the stage-1 run of ``cfg`` (and its own stages) in it."""
+    from lt_ray import artifacts as A
+
+    root = A.resolve_root(artifacts)
+    stage = A.pretrained_config(cfg)
+    if stage is None:
+        return root
+    if not build:
+        A.require(root, stage)
+        return root
+    same_data = data is not None and A.data_key(stage.data) == A.data_key(cfg.data)
+    A.build(root, stage, data_root=data_root, data=data if same_data else None)
+    return root
 
 
 def write_metrics(path: Path, cfg: ExperimentConfig, data: LTData, result: FitResult) -> None:

@@ -24,11 +24,35 @@ MANY_MIN_COUNT = 100  # a class with more training images than this is "many"
 FEW_MAX_COUNT = 20  # a class with fewer training images than this is "few"
 
 
-def metric_name(split: str, metric: str) -> str:
-    """The flat name used by the loop, the CLI, Ray reports and Parquet: ``val_hm``."""
+def metric_name(split: str, metric: str, output: str | None = None) -> str:
+    """The flat name used by the loop, the CLI, Ray reports and Parquet: ``val_hm``; a named
+    output of a method with several (GML's ``old``, ``new``, ``ens``) adds a suffix:
+    ``val_hm_old``."""
     if split not in SPLITS or metric not in METRICS:
         raise KeyError(f"unknown split/metric {split!r}/{metric!r}")
-    return f"{split}_{metric}"
+    if output is None:
+        return f"{split}_{metric}"
+    check_output_name(output)
+    return f"{split}_{metric}_{output}"
+
+
+def check_output_name(output: str) -> None:
+    """An output name is lower-case letters and digits, and not a metric suffix (``eps``)."""
+    if not output.isalnum() or not output.islower() or output in ("eps",):
+        raise ValueError(f"output name {output!r}: use lower-case letters and digits, not 'eps'")
+
+
+def parse_metric_name(name: str) -> tuple[str, str, str | None] | None:
+    """``val_hm_eps_old`` -> ``("val", "hm_eps", "old")``; None when ``name`` is no metric."""
+    split, _, rest = name.partition("_")
+    if split not in EVAL_SPLITS:
+        return None
+    for metric in sorted(METRICS, key=len, reverse=True):  # hm_eps before hm
+        if rest == metric:
+            return split, metric, None
+        if rest.startswith(metric + "_") and rest[len(metric) + 1:].isalnum():
+            return split, metric, rest[len(metric) + 1:]
+    return None
 
 
 ALL_NAMES: tuple[str, ...] = tuple(metric_name(s, m) for s in EVAL_SPLITS for m in METRICS)
@@ -90,10 +114,11 @@ def _hm(r: np.ndarray) -> float:
 
 
 def split_metrics(
-    split: str, preds: torch.Tensor, targets: torch.Tensor, train_counts: torch.Tensor
+    split: str, preds: torch.Tensor, targets: torch.Tensor, train_counts: torch.Tensor,
+    output: str | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Flat ``{split}_{metric}`` values and the per-class recall vector for one split."""
+    """Flat ``{split}_{metric}[_{output}]`` values and the per-class recall of one split."""
     recall = per_class_recall(preds, targets, len(train_counts))
     summary = summarize(recall, train_counts.cpu().numpy())
     summary["acc"] = float((preds.cpu() == targets.cpu()).double().mean())  # top-1 accuracy
-    return {metric_name(split, k): v for k, v in summary.items()}, recall
+    return {metric_name(split, k, output): v for k, v in summary.items()}, recall

@@ -80,6 +80,15 @@ def join(base: Location, *parts: str) -> str:
     return scheme + "/".join(pieces) + query
 
 
+def parent(location: Location) -> str:
+    """The folder holding ``location`` (a URI keeps its scheme and query string)."""
+    location = normalize(location)
+    if not is_uri(location):
+        return os.path.dirname(location)
+    scheme, rest, query = _split_uri(location)
+    return scheme + rest.rsplit("/", 1)[0] + query
+
+
 def filesystem(location: Location) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem for ``location`` and the path inside it.
 

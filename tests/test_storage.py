@@ -232,3 +232,9 @@ def test_s3_visible_to_a_subprocess(s3: S3Server) -> None:
     )
     assert out.stdout.strip() == "from parent"
     assert storage.read_text(s3.uri("shared/reply.txt")) == "from child"
+
+
+def test_parent_of_paths_and_uris(tmp_path):
+    assert storage.parent(tmp_path / "a" / "b") == str(tmp_path / "a")
+    assert storage.parent("s3://bucket/x/y/") == "s3://bucket/x"
+    assert storage.parent("s3://bucket/x/y?region=eu") == "s3://bucket/x?region=eu"

@@ -14,12 +14,13 @@ from lt_ray.data.base import (
     resolve_root,
     validate_data_config,
 )
-from lt_ray.data.loader import DeviceLoader, mixup
+from lt_ray.data.loader import Batch, DeviceLoader, mixup
 from lt_ray.data.longtail import class_counts, select_longtail, split_val_test
 from lt_ray.data.samplers import SAMPLERS
 
 __all__ = [
     "DATASETS",
+    "Batch",
     "SAMPLERS",
     "DeviceLoader",
     "LTData",

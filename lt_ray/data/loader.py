@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +34,16 @@ from lt_ray.data.samplers import SAMPLERS
 from lt_ray.errors import ConfigError
 
 
+class Batch(NamedTuple):
+    """One batch: normalised images ``x`` [B, 3, H, W] (None when the loader was built with
+    ``images=False``: a method that trains on cached features), labels ``y`` [B] and ``index``
+    [B], the positions of the samples in their split (the key into a feature cache)."""
+
+    x: torch.Tensor | None
+    y: torch.Tensor
+    index: torch.Tensor
+
+
 def _default_generator(device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(torch.initial_seed())  # follows torch.manual_seed
@@ -40,7 +51,8 @@ def _default_generator(device: torch.device) -> torch.Generator:
 
 
 class DeviceLoader:
-    """Iterate ``(x, y)`` batches of a :class:`Split`: x float32 normalised [B, 3, H, W], y int64.
+    """Iterate :class:`Batch` es ``(x, y, index)`` of a :class:`Split`: x float32 normalised
+    [B, 3, H, W], y int64, index int64.
 
     Args:
         split: the images (uint8 NCHW) and labels, on the device the batches should be on.
@@ -58,6 +70,8 @@ class DeviceLoader:
         channels_last: return ``x`` in ``torch.channels_last`` memory format.
         generator: a ``torch.Generator`` on the split's device; None = one seeded from
             ``torch.initial_seed()``.
+        images: gather and augment the images (False: ``x`` is None, for methods that train
+            on cached features; the sample order is the same).
     """
 
     def __init__(
@@ -77,6 +91,7 @@ class DeviceLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         generator: torch.Generator | None = None,
+        images: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -91,6 +106,7 @@ class DeviceLoader:
         self.cutout = int(cutout)
         self.drop_last = bool(drop_last)
         self.channels_last = bool(channels_last)
+        self.images = bool(images)
         if generator is None:
             generator = _default_generator(self.device)
         if torch.device(generator.device).type != self.device.type:
@@ -142,21 +158,23 @@ class DeviceLoader:
         return fn(self.split.y, self.class_counts, self.generator, **self.sampler_kwargs)
 
     # ------------------------------------------------------------------ iteration
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         bs = self.batch_size
         if not self.train:
             n = len(self.split)
             stop = n - n % bs if self.drop_last else n
             for s in range(0, stop, bs):
-                xb = self._finish(self._normalise(self.split.x[s : s + bs]))
-                yield xb, self.split.y[s : s + bs]
+                index = torch.arange(s, min(s + bs, n), device=self.device)
+                xb = self._finish(self._normalise(self.split.x[s : s + bs])) if self.images \
+                    else None
+                yield Batch(xb, self.split.y[s : s + bs], index)
             return
         idx = self.epoch_indices()
         n = idx.numel()
         stop = n - n % bs if self.drop_last else n
         for s in range(0, stop, bs):
             b = idx[s : s + bs]
-            yield self.augment(b), self.split.y[b]
+            yield Batch(self.augment(b) if self.images else None, self.split.y[b], b)
 
     def augment(self, idx: torch.Tensor) -> torch.Tensor:
         """Gather ``split.x[idx]`` with crop + flip, normalise, then cutout (training path)."""

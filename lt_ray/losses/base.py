@@ -66,6 +66,12 @@ class LTLoss(nn.Module):
         """Hook called by the engine at the start of every epoch (0-indexed) with the run's
         epoch count (default 200, the CIFAR-LT protocol). Default: no-op."""
 
+    @property
+    def logit_scale(self) -> float:
+        """What turns the head's outputs into calibrated logits at test time: 1 for a linear
+        head; LDAM's ``s`` for the cosines of a normed head (``predict`` returns ``s·cos``)."""
+        return 1.0
+
     def last_change_epoch(self, num_epochs: int) -> int:
         """The 0-indexed epoch from which ``set_epoch`` no longer changes the loss (0: never
         does); a curriculum that moves every epoch returns ``num_epochs``."""

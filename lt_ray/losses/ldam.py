@@ -34,6 +34,10 @@ class LDAMLoss(LTLoss):
         self.max_m = float(max_m)
         self.s = float(s)
 
+    @property
+    def logit_scale(self) -> float:
+        return self.s
+
     def forward(
         self,
         logits: torch.Tensor,

@@ -1,23 +1,36 @@
 """The Method interface: what the one training loop (engine.fit) calls.
 
-A method owns its networks and loss. The engine calls, in order: ``on_epoch_start`` once per
-epoch, ``sampler`` to pick the epoch's sampler, ``training_step`` per batch (then backward and
-the optimizer step), and ``predict`` for every evaluation. Methods never run a loop of their own.
+A method owns its networks and loss. The engine calls, in order: ``set_mode`` and
+``on_epoch_start`` once per epoch, ``sampler`` to pick the epoch's sampler, ``training_step``
+per :class:`~lt_ray.data.Batch` (then backward and the optimizer step), and ``predict`` for
+every evaluation. Methods never run a loop of their own.
+
+Contract of ``predict``: calibrated logits, i.e. what a softmax makes probabilities of (a
+cosine head returns ``s·cos``, not raw cosines), so that temperatures mean the same for every
+method. It returns one tensor, or a dict of named outputs (GML: ``old``, ``new``, ``ens``); the
+engine then reports ``{split}_{metric}_{output}`` for each and ``{split}_{metric}`` for
+``primary_output``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from lt_ray.context import LTContext
+from lt_ray.data import Batch
 from lt_ray.registry import Registry
 
 MethodFactory = Callable[..., "Method"]
+#: Each method registers its factory with metadata: ``defaults`` (the config values of its
+#: recipe, layered under YAML and --set), ``args`` (a frozen dataclass of its ``method.args``)
+#: and, for standard recipes, ``loss``/``rule``/``head``.
 METHODS: Registry[MethodFactory] = Registry("method")
+Outputs = torch.Tensor | dict[str, torch.Tensor]
 
 
 class StepOutput(NamedTuple):
@@ -26,14 +39,43 @@ class StepOutput(NamedTuple):
     extras: dict[str, torch.Tensor]  # scalars for logging only
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoArgs:
+    """A method without arguments of its own."""
+
+
 class Method(nn.Module):
-    """Base class. Subclasses implement :meth:`training_step`; the rest has sensible defaults."""
+    """Base class. Subclasses implement :meth:`training_step` and :meth:`predict`."""
+
+    #: False: batches carry no images (``x`` is None), e.g. a head trained on cached features.
+    needs_images: ClassVar[bool] = True
 
     def __init__(self, ctx: LTContext) -> None:
         super().__init__()
         self.ctx = ctx
         self.epoch = 0
         self.num_epochs = 1
+
+    # --- what the engine asks -----------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        """Whether there is anything to train (False: the engine only evaluates)."""
+        return any(p.requires_grad for p in self.parameters())
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the outputs ``predict`` returns as a dict; () for one tensor."""
+        return ()
+
+    @property
+    def primary_output(self) -> str | None:
+        """The named output that ``{split}_{metric}`` reports (None: the only one)."""
+        return None
+
+    def set_mode(self, epoch: int) -> None:
+        """Put the modules in train/eval mode for ``epoch`` (a frozen backbone keeps its BN in
+        eval mode). Default: everything trains."""
+        self.train()
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called before every epoch (0-indexed): DRW switches, curricula, schedules."""
@@ -47,9 +89,20 @@ class Method(nn.Module):
         """Optimizer parameter groups; a group may carry ``lr_scale`` (multiplies the lr)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
-    def training_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    def training_step(self, batch: Batch) -> StepOutput:
         raise NotImplementedError
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation logits [B, C]; argmax is the prediction."""
+    # --- what a trained method offers ---------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, D] of images ``x``."""
+        raise NotImplementedError
+
+    def heads(self) -> dict[str, nn.Module]:
+        """The classifier heads by name (``main``; GML: ``old`` and ``new``)."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor | None, *, split: str | None = None,
+                index: torch.Tensor | None = None) -> Outputs:
+        """Calibrated logits [B, C] (or named outputs) of images ``x``; a method with a feature
+        cache may use ``split`` and ``index`` (positions in that split) instead of ``x``."""
         raise NotImplementedError

@@ -9,10 +9,10 @@ import torch
 
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
-from lt_ray.data import mixup
+from lt_ray.data import Batch, mixup
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import METHODS, Method, StepOutput
-from lt_ray.models import CifarResNet, build_model
+from lt_ray.models import CalibratedHead, CifarResNet, build_model
 from lt_ray.rules import TrainRule, build_rule
 
 
@@ -20,7 +20,8 @@ class StandardMethod(Method):
     """One network trained end to end with ``loss``; ``rule`` sets weights / sampler per epoch.
 
     ``mixup_alpha > 0`` mixes every batch (MiSLAS stage 1): ``lam*L(z, y_a) + (1-lam)*L(z, y_b)``.
-    Prediction is the raw logits of the network (cosines for a normed head).
+    Prediction is the network's calibrated logits: raw logits for a linear head, ``s·cos`` for
+    the cosine head of LDAM (``loss.logit_scale``); the argmax is the same either way.
     """
 
     def __init__(
@@ -47,7 +48,8 @@ class StandardMethod(Method):
     def sampler(self) -> tuple[str, dict[str, Any]] | None:
         return self.rule.sampler(self.epoch, self.num_epochs)
 
-    def training_step(self, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    def training_step(self, batch: Batch) -> StepOutput:
+        x, y = batch.x, batch.y
         if self.mixup_alpha > 0:
             x, y_a, y_b, lam = mixup(x, y, self.mixup_alpha)
         features = self.model.features(x)
@@ -64,8 +66,15 @@ class StandardMethod(Method):
             loss = self.loss(logits, y, **kwargs)
         return StepOutput(loss, logits, {})
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+    def heads(self) -> dict[str, torch.nn.Module]:
+        return {"main": CalibratedHead(self.model.head, self.loss.logit_scale)}
+
+    def predict(self, x: torch.Tensor | None, *, split: str | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x) * self.loss.logit_scale
 
 
 def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str) -> None:
@@ -86,7 +95,8 @@ def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", d
         )
 
     factory.__doc__ = doc
-    METHODS.add(name, factory, loss=loss, rule=rule, head=head)
+    defaults = {"method": {"loss": loss, "rule": rule}, "model": {"head": head}}
+    METHODS.add(name, factory, loss=loss, rule=rule, head=head, defaults=defaults)
 
 
 _recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")

@@ -34,6 +34,23 @@ class NormedLinear(nn.Module):
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=0)
 
 
+class CalibratedHead(nn.Module):
+    """Features -> calibrated logits: ``scale · head(features)``, the head in fp32.
+
+    What a softmax makes probabilities of: a linear head's logits (scale 1), or the ``s·cos``
+    of a cosine head (LDAM's ``s``), so that temperatures mean the same for every base.
+    """
+
+    def __init__(self, head: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.head = head
+        self.scale = float(scale)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(features.float()) * self.scale
+
+
 @HEADS.register("linear")
 def linear_head(in_features: int, num_classes: int) -> nn.Module:
     """Linear classifier (kaiming-normal weight, default bias): raw logits."""

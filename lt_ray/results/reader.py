@@ -93,6 +93,8 @@ def recompute_summary(per_class_df: pd.DataFrame, eps: float = 0.0) -> pd.DataFr
     if absent:
         raise LTRayError(f"per-class table lacks the column(s) {', '.join(absent)}")
     keys = [c for c in S.KEY_COLUMNS if c in per_class_df.columns] + [S.SPLIT]
+    if S.OUTPUT in per_class_df.columns:
+        keys.append(S.OUTPUT)
     rows = []
     if len(per_class_df):
         grouped = per_class_df.groupby(keys, sort=True, dropna=False)

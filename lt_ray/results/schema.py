@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lt_ray.metrics import ALL_NAMES
+from lt_ray.metrics import ALL_NAMES, parse_metric_name
 
 FORMAT_VERSION = "2"  # stored in each file's schema metadata under b"lt_ray.results.format"
 METADATA = {b"lt_ray.results.format": FORMAT_VERSION.encode()}
@@ -59,6 +59,7 @@ CLASS_INDEX = "class_index"
 CLASS_NAME = "class_name"
 TRAIN_COUNT = "train_count"
 RECALL = "recall"
+OUTPUT = "output"  # per_class.parquet: a method's named output (GML: old/new/ens); null = primary
 
 CFG_PREFIX = "cfg."  # cfg.optim.lr: one column per leaf of the resolved config
 HP_PREFIX = "hp."  # hp.optim.lr: one column per parameter the searcher chose
@@ -144,6 +145,7 @@ PER_CLASS_SCHEMA = pa.schema(
     [
         *_KEY_FIELDS,
         pa.field(SPLIT, pa.string(), nullable=False),
+        pa.field(OUTPUT, pa.string()),
         pa.field(CLASS_INDEX, pa.int64(), nullable=False),
         pa.field(CLASS_NAME, pa.string()),
         pa.field(TRAIN_COUNT, pa.int64()),
@@ -160,16 +162,30 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def output_metric_columns(names: Any) -> list[str]:
+    """The per-output metric names among ``names`` (``test_hm_old``...), sorted."""
+    return sorted(n for n in names if (p := parse_metric_name(n)) is not None and p[2])
+
+
 def trials_schema(dynamic: dict[str, pa.DataType] | None = None) -> pa.Schema:
-    """The fixed trials schema followed by the dynamic ``cfg.*`` then ``hp.*`` columns (sorted)."""
+    """The fixed trials schema followed by the per-output metric columns (``test_hm_old``, all
+    float64), then the dynamic ``cfg.*`` and ``hp.*`` columns (each sorted)."""
     dynamic = dynamic or {}
     fields = list(TRIALS_FIXED_SCHEMA)
+    fields.extend(_float(n) for n in output_metric_columns(dynamic))
     for prefix in (CFG_PREFIX, HP_PREFIX):
         names = sorted(n for n in dynamic if n.startswith(prefix))
         fields.extend(pa.field(n, dynamic[n]) for n in names)
     unknown = set(dynamic) - {f.name for f in fields}
     if unknown:
-        raise ValueError(f"dynamic columns must start with cfg. or hp.: {sorted(unknown)}")
+        raise ValueError(f"dynamic columns must start with cfg. or hp. or be per-output metrics: "
+                         f"{sorted(unknown)}")
+    return pa.schema(fields, metadata=METADATA)
+
+
+def epochs_schema(output_metrics: list[str] | None = None) -> pa.Schema:
+    """The fixed epochs schema followed by the per-output metric columns (float64)."""
+    fields = list(EPOCHS_SCHEMA) + [_float(n) for n in output_metric_columns(output_metrics or [])]
     return pa.schema(fields, metadata=METADATA)
 
 
@@ -212,7 +228,8 @@ class TrialRecord:
     config: dict[str, Any] = field(default_factory=dict)  # ExperimentConfig.to_dict() (nested)
     final: dict[str, Any] = field(default_factory=dict)  # last reported flat metrics
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per reported epoch
-    per_class: dict[str, list[float | None]] = field(default_factory=dict)  # split -> recalls
+    # split -> recalls of the primary output; "split/output" -> recalls of a named output
+    per_class: dict[str, list[float | None]] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     train_class_counts: list[int] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)  # PROVENANCE_COLUMNS keys

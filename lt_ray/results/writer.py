@@ -64,6 +64,7 @@ def trials_table(records: list[TrialRecord]) -> pa.Table:
     rows = [_trial_row(r) for r in records]
     dynamic_names = sorted({k for row in rows for k in row if k.startswith((S.CFG_PREFIX,
                                                                             S.HP_PREFIX))})
+    outputs = S.output_metric_columns({k for row in rows for k in row})
     dynamic: dict[str, pa.DataType] = {}
     for name in dynamic_names:
         values = [row.get(name) for row in rows]
@@ -72,7 +73,7 @@ def trials_table(records: list[TrialRecord]) -> pa.Table:
             for row in rows:
                 if name in row:
                     row[name] = _as_text(row[name])
-    schema = S.trials_schema(dynamic)
+    schema = S.trials_schema({**dynamic, **dict.fromkeys(outputs, pa.float64())})
     return _table(rows, schema)
 
 
@@ -88,7 +89,8 @@ def _trial_row(r: TrialRecord) -> dict[str, Any]:
     }
     for column, path in S.CONFIG_SHORTCUTS.items():
         row[column] = _shortcut(column, _get_path(r.config, path), where)
-    for column in (*S.METRIC_COLUMNS, *S.TRIAL_FLOAT_COLUMNS):
+    for column in (*S.METRIC_COLUMNS, *S.TRIAL_FLOAT_COLUMNS,
+                   *S.output_metric_columns(r.final)):
         row[column] = _to_float(r.final.get(column), column, where)
     row[S.EPOCHS_COMPLETED] = _epochs_completed(r, where)
     for column in S.PROVENANCE_COLUMNS:
@@ -186,6 +188,7 @@ def _to_float(value: Any, column: str, where: str) -> float | None:
 
 
 def epochs_table(records: list[TrialRecord]) -> pa.Table:
+    outputs = S.output_metric_columns({k for r in records for h in r.history for k in h})
     rows: list[dict[str, Any]] = []
     for r in records:
         where = f"trial {r.trial_id!r} history"
@@ -195,32 +198,35 @@ def epochs_table(records: list[TrialRecord]) -> pa.Table:
             epoch_i = i + 1 if epoch is None else int(epoch)
             row: dict[str, Any] = {S.STUDY: r.study, S.CELL: r.cell, S.TRIAL_ID: r.trial_id,
                                    S.EPOCH: epoch_i}
-            for column in (*S.EPOCH_FLOAT_COLUMNS, *S.METRIC_COLUMNS):
+            for column in (*S.EPOCH_FLOAT_COLUMNS, *S.METRIC_COLUMNS, *outputs):
                 row[column] = _to_float(h.get(column), column, where)
             by_epoch[epoch_i] = row
         rows.extend(by_epoch[e] for e in sorted(by_epoch))
-    return _table(rows, S.EPOCHS_SCHEMA)
+    return _table(rows, S.epochs_schema(outputs))
 
 
 # --- per_class.parquet ---------------------------------------------------------------------
 
 
-def _split_key(split: str) -> tuple[int, str]:
-    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
+def _split_key(key: str) -> tuple[int, str]:
+    split, _, output = key.partition("/")
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), output)
 
 
 def per_class_table(records: list[TrialRecord]) -> pa.Table:
     rows: list[dict[str, Any]] = []
     for r in records:
         where = f"trial {r.trial_id!r} per_class"
-        for split in sorted(r.per_class, key=_split_key):
-            for i, recall in enumerate(r.per_class[split]):
+        for key in sorted(r.per_class, key=_split_key):
+            split, _, output = key.partition("/")
+            for i, recall in enumerate(r.per_class[key]):
                 count = r.train_class_counts[i] if i < len(r.train_class_counts) else None
                 rows.append({
                     S.STUDY: r.study,
                     S.CELL: r.cell,
                     S.TRIAL_ID: r.trial_id,
                     S.SPLIT: split,
+                    S.OUTPUT: output or None,
                     S.CLASS_INDEX: i,
                     S.CLASS_NAME: r.class_names[i] if i < len(r.class_names) else None,
                     S.TRAIN_COUNT: None if count is None else int(_plain(count)),

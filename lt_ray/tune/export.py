@@ -21,7 +21,7 @@ from lt_ray import storage
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import ALL_NAMES
 from lt_ray.results import TrialRecord, write_study
-from lt_ray.results.schema import PROVENANCE_COLUMNS
+from lt_ray.results.schema import PROVENANCE_COLUMNS, output_metric_columns
 from lt_ray.tune.runner import STUDY_FILE, TUNE_DIR
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY, STOPPED_KEY
 from lt_ray.tune.trainable import FINAL_FILE
@@ -71,7 +71,8 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
         metrics = dict(result.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(result.path).name)
         status = trial_status(result, statuses.get(trial_id))
-        final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *HISTORY_KEYS)}
+        named = output_metric_columns(metrics)
+        final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *named, *HISTORY_KEYS)}
         final["wall_time_s"] = _num(metrics.get("time_total_s"))  # Tune's trial wall time
         if metrics.get("timestamp") is not None:
             final["ended_at"] = float(metrics["timestamp"])
@@ -99,7 +100,8 @@ def _history(result: Any) -> list[dict[str, Any]]:
         return []
     if FAILED_KEY in df.columns:
         df = df[df[FAILED_KEY].isna()]
-    keep = [c for c in df.columns if c in HISTORY_KEYS or c in ALL_NAMES]
+    named = set(output_metric_columns(df.columns))
+    keep = [c for c in df.columns if c in HISTORY_KEYS or c in ALL_NAMES or c in named]
     return [{k: _num(v) for k, v in row.items()} for row in df[keep].to_dict("records")]
 
 

@@ -263,7 +263,7 @@ def check_resources(spec: SweepSpec) -> int:
 # --- the Tuner --------------------------------------------------------------------------------
 
 
-def make_trainable(spec: SweepSpec, data_root: str | None) -> Any:
+def make_trainable(spec: SweepSpec, data_root: str | None, artifacts: str) -> Any:
     from ray import tune
 
     from lt_ray.tune.trainable import train_trial
@@ -272,8 +272,76 @@ def make_trainable(spec: SweepSpec, data_root: str | None) -> Any:
     fn = tune.with_parameters(
         train_trial, base=spec.base, cells=[c.values for c in spec.cells()],
         data_root=data_root, resources=resources, objective=list(spec.metrics),
+        artifacts=artifacts,
     )
     return tune.with_resources(fn, resources)
+
+
+def stage_levels(spec: SweepSpec) -> list[list[Any]]:
+    """The distinct stage-1 configs the study's cells need, innermost stages first (a stage
+    may have a stage of its own: an ensemble on a GML run on a CE run)."""
+    from lt_ray.artifacts import config_hash, pretrained_config
+
+    levels: list[dict[str, Any]] = []
+    for cell in spec.cells():
+        chain = []
+        stage = pretrained_config(spec.cell_config(cell))
+        while stage is not None:
+            chain.append(stage)
+            stage = pretrained_config(stage)
+        for depth, stage in enumerate(reversed(chain)):
+            while len(levels) <= depth:
+                levels.append({})
+            levels[depth][config_hash(stage)] = stage
+    return [list(level.values()) for level in levels]
+
+
+def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
+    """Build every stage-1 artifact the grid needs as Ray tasks with a trial's resources
+    (named ``artifact <hash>`` in the dashboard), the stages of one level in parallel; then
+    build each staged cell's method once, so that its caches exist. Artifacts that exist
+    already (an earlier study's) are skipped. Returns how many artifacts were built."""
+    import ray
+
+    from lt_ray import artifacts
+    from lt_ray.tune.trainable import prepare_method, prepare_stage
+
+    levels = stage_levels(spec)
+    if not levels:
+        return 0
+    artifacts.check_writable(root)
+    built = 0
+    for level in levels:
+        todo = [s for s in level if artifacts.find(root, s) is None]
+        tasks = [
+            ray.remote(prepare_stage).options(
+                num_cpus=spec.cpu, num_gpus=spec.gpu, max_retries=spec.max_failures,
+                name=f"artifact {artifacts.config_hash(s)} ({s.method.name})",
+            ).remote(s.to_dict(), root, data_root, spec.gpu)
+            for s in todo
+        ]
+        for stage, folder in zip(todo, _wait(tasks), strict=True):
+            log.info("artifact %s (%s) -> %s", artifacts.config_hash(stage),
+                     stage.method.name, folder)
+        built += len(todo)
+    staged = [spec.cell_config(c) for c in spec.cells()]
+    warm = [ray.remote(prepare_method).options(
+        num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"prepare {c.method.name}",
+    ).remote(c.explicit, root, data_root, spec.gpu) for c in staged if c.pretrained is not None]
+    _wait(warm)
+    return built
+
+
+def _wait(tasks: list[Any]) -> list[Any]:
+    """``ray.get`` with a build error as one user error (the failing stage named)."""
+    import ray
+
+    try:
+        return ray.get(tasks)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        raise LTRayError(f"building a stage artifact failed: {type(cause).__name__}: "
+                         f"{str(cause).splitlines()[-1][:400]}") from None
 
 
 def make_cell_searcher(spec: SweepSpec, cell: Any, optuna_storage: str | None) -> Any:
@@ -337,14 +405,17 @@ def make_scheduler(spec: SweepSpec) -> Any:
 
 
 def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root: str | None,
-              optuna_storage: str | None) -> Any:
-    """Fit (or, with ``resume``, restore and finish) the study's Tuner; returns its ResultGrid."""
+              optuna_storage: str | None, artifacts: str | None = None) -> Any:
+    """Fit (or, with ``resume``, restore and finish) the study's Tuner; returns its ResultGrid.
+    ``artifacts``: where the stage-1 runs live (default: ``<storage>/artifacts``)."""
     from ray import tune
 
+    from lt_ray import artifacts as A
     from lt_ray.tune.search import MarkStoppedTrials
 
-    trainable = make_trainable(spec, data_root)
     study_dir = storage.normalize(study_dir)
+    root = artifacts or A.study_root(storage.parent(study_dir))
+    trainable = make_trainable(spec, data_root, root)
     tune_dir = storage.join(study_dir, TUNE_DIR)
     if resume and tune.Tuner.can_restore(tune_dir):
         log.info("restoring %s", tune_dir)

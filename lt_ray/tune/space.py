@@ -151,7 +151,8 @@ class SweepSpec:
         from dataclasses import replace
 
         first = self.cells()[0].values
-        base = ExperimentConfig.from_dict(self.base).replace({"train.epochs": 1}).to_dict()
+        base = copy.deepcopy(self.base)
+        set_dotted(base, "train.epochs", 1)
         return replace(self, base=base, grid={k: [v] for k, v in first.items()}, num_samples=2,
                        max_concurrent=min(self.max_concurrent, 2), points_to_evaluate=(),
                        grace_period=1)
@@ -223,7 +224,7 @@ def parse_spec(
     if both:
         raise ConfigError(f"{', '.join(both)}: a key is either a grid axis or searched, not both")
     base = _apply_overrides(base, overrides or {}, grid, params)
-    base_cfg = ExperimentConfig.from_dict(base)  # unknown keys / types in base
+    ExperimentConfig.from_dict(base)  # unknown keys / types in base
     search = raw.get("search") or {}
     _check_keys(search, SEARCH_KEYS, "search.")
     algorithm = search.get("algorithm", "optuna")
@@ -246,7 +247,7 @@ def parse_spec(
     spec = SweepSpec(
         name=name,
         description=str(raw.get("description", "")),
-        base=base_cfg.to_dict(),
+        base=base,  # the user's values: each cell layers them on its own method's recipe
         params=params,
         grid=grid,
         sampler=sampler,
@@ -268,6 +269,18 @@ def parse_spec(
                                  "retries of a trial lost with a node; -1, retry forever, is not "
                                  "allowed"),
     )
+    staged = [p.key for p in params if p.key.split(".")[0] == "pretrained"]
+    if staged:
+        raise ConfigError(
+            f"space.{staged[0]}: a pretrained.* key may be a grid axis, never searched: each "
+            "value is a stage-1 model trained once before the search; move it to grid:"
+        )
+    inherited = [p.key for p in params if p.key == "seed" or p.key.startswith("data.")]
+    if inherited and any(spec.cell_config(c).pretrained is not None for c in spec.cells()):
+        raise ConfigError(
+            f"space.{inherited[0]}: the pretrained: stage inherits data and seed, so searching "
+            "it would need a new stage-1 model per trial; make it a grid axis"
+        )
     if spec.scheduler == "asha" and any(p.key == "train.epochs" for p in params):
         raise ConfigError(
             "scheduler: asha with train.epochs in space: trials of one cell would reach a rung "

@@ -58,12 +58,13 @@ def train_trial(
     data_root: str | None,
     resources: dict[str, float],
     objective: list[str],
+    artifacts: str,
 ) -> None:
     """Tune entry point. ``config`` holds the searched dotted keys and the trial's cell index;
     ``base`` and ``cells`` are the study's fixed config and grid values (paths absolute)."""
     node = socket.gethostname()
     try:
-        _train(config, base, cells, data_root, resources)
+        _train(config, base, cells, data_root, resources, artifacts)
     except Exception as exc:  # noqa: BLE001 - every error of the run is reported, not retried
         message = f"{type(exc).__name__}: {exc}".strip()
         tune.report({FAILED_KEY: message[:2000], "node": node,
@@ -71,7 +72,7 @@ def train_trial(
 
 
 def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, Any]],
-           data_root: str | None, resources: dict[str, float]) -> None:
+           data_root: str | None, resources: dict[str, float], artifacts: str) -> None:
     cell = cells[int(config[CELL_KEY])]
     searched = {k: v for k, v in config.items() if k != CELL_KEY}
     cfg = ExperimentConfig.from_dict(base).replace({**cell, **searched})
@@ -99,7 +100,7 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
             return
         with tempfile.TemporaryDirectory(prefix="lt-ray-ckpt-") as folder:
             shutil.copy2(checkpoint, Path(folder) / CHECKPOINT_FILE)
-            if record["epoch"] == cfg.train.epochs:
+            if "fulltest_acc" in record:  # the final evaluation (fulltest: last epoch only)
                 final = {
                     "per_class": {k: [_none_if_nan(x) for x in v] for k, v in per_class.items()},
                     "class_names": list(data.class_names),
@@ -109,9 +110,34 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        run(cfg, work, data=data, report=report, resume=resume)
+        run(cfg, work, data=data, report=report, resume=resume, artifacts=artifacts,
+            build_artifacts=False)  # the driver built them
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def prepare_stage(stage: dict[str, Any], root: str, data_root: str | None,
+                  gpus: float) -> str:
+    """A Ray task of the driver: build one stage-1 artifact (skipped when it exists)."""
+    from lt_ray import artifacts
+
+    cfg = ExperimentConfig.from_dict(stage)
+    cfg = cfg.replace({"train.device": trial_device(cfg.train.device, gpus)})  # not hashed
+    return artifacts.build(root, cfg, data=load_trial_data(cfg, data_root))
+
+
+def prepare_method(raw: dict[str, Any], root: str, data_root: str | None, gpus: float) -> str:
+    """A Ray task of the driver: build a cell's method once, so that what it caches beside its
+    artifact (GML's features) exists before the trials start."""
+    from lt_ray.experiment import build_method, resolve
+
+    cfg = ExperimentConfig.from_dict(raw)
+    cfg = resolve(cfg.replace({"train.device": trial_device(cfg.train.device, gpus)}))
+    import torch
+
+    build_method(cfg, load_trial_data(cfg, data_root), torch.device(cfg.train.device),
+                 artifacts=root)
+    return cfg.method.name
 
 
 def load_trial_data(cfg: ExperimentConfig, data_root: str | None) -> Any:

@@ -48,7 +48,7 @@ def test_train_without_augmentation_normalises_sampled_images():
     s = _split()
     loader = _loader(s, crop_padding=0, flip=False, generator=torch.Generator().manual_seed(0))
     ys, xs = [], []
-    for x, y in loader:
+    for x, y, _ in loader:
         xs.append(x)
         ys.append(y)
     x, y = torch.cat(xs), torch.cat(ys)
@@ -62,7 +62,7 @@ def test_drop_last_and_len():
     s = _split()
     loader = _loader(s, drop_last=True)
     assert len(loader) == 3 and sum(1 for _ in loader) == 3
-    assert all(x.shape[0] == 16 for x, _ in loader)
+    assert all(x.shape[0] == 16 for x, _, _ in loader)
     ev = _loader(s, train=False, batch_size=64)
     assert len(ev) == 1
 
@@ -85,7 +85,7 @@ def test_crop_matches_reference_per_sample():
 def test_train_outputs_are_valid_crops_or_flips():
     s = _split(n=32)
     loader = _loader(s, batch_size=32, generator=torch.Generator().manual_seed(0))
-    x, y = next(iter(loader))
+    x, y, _ = next(iter(loader))
     unnorm = x * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     raw = torch.round(unnorm * 255).to(torch.uint8)
     padded = F.pad(s.x, (4, 4, 4, 4))
@@ -108,7 +108,7 @@ def test_flip_only():
     s = _split(n=64)
     g0 = torch.Generator().manual_seed(0)
     loader = _loader(s, batch_size=64, crop_padding=0, flip=True, generator=g0)
-    x, _ = next(iter(loader))
+    x, _, _ = next(iter(loader))
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(64, generator=g)
     ref = _normalise(s.x[idx])
@@ -123,7 +123,7 @@ def test_reproducible_with_same_seed_and_differs_otherwise():
 
     def run(seed):
         loader = _loader(s, cutout=3, generator=torch.Generator().manual_seed(seed))
-        return [torch.cat([x for x, _ in loader]) for _ in range(2)]
+        return [torch.cat([x for x, _, _ in loader]) for _ in range(2)]
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -135,7 +135,7 @@ def test_cutout_zeroes_one_square_after_normalisation():
     s = _split(n=16, size=16)
     g = torch.Generator().manual_seed(0)
     loader = _loader(s, batch_size=16, crop_padding=0, flip=False, cutout=4, generator=g)
-    x, _ = next(iter(loader))
+    x, _, _ = next(iter(loader))
     idx = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     ref = _normalise(s.x[idx])
     changed = ~torch.isclose(x, ref, atol=1e-5)
@@ -148,9 +148,9 @@ def test_cutout_zeroes_one_square_after_normalisation():
 def test_channels_last():
     s = _split()
     for train in (True, False):
-        x, _ = next(iter(_loader(s, train=train, channels_last=True)))
+        x, _, _ = next(iter(_loader(s, train=train, channels_last=True)))
         assert x.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(iter(_loader(s, channels_last=False)))
+    x, _, _ = next(iter(_loader(s, channels_last=False)))
     assert x.is_contiguous()
 
 
@@ -158,12 +158,12 @@ def test_sampler_switch_and_class_counts():
     s = _split(n=100)
     g = torch.Generator().manual_seed(0)
     loader = _loader(s, batch_size=100, sampler="class_aware", generator=g)
-    _, y = next(iter(loader))
+    _, y, _ = next(iter(loader))
     runs = y.view(-1, 4)
     assert bool((runs == runs[:, :1]).all())
     loader.set_sampler("effective", beta=0.99, num_samples=40)
     assert len(loader) == 1
-    _, y = next(iter(loader))
+    _, y, _ = next(iter(loader))
     assert y.numel() == 40
     loader.set_sampler("class_balanced", {"num_samples": 8})  # the (name, kwargs) rule shape
     assert len(loader) == 1 and next(iter(loader))[1].numel() == 8
@@ -196,3 +196,19 @@ def test_mixup():
     assert min(lams) < 0.2 and max(lams) > 0.8  # Beta(0.2, 0.2) is U-shaped
     x0, ya0, yb0, lam0 = mixup(x, y, 0.0, g)
     assert lam0 == 1.0 and x0 is x and torch.equal(yb0, y)
+
+
+def test_batches_carry_sample_indices_and_can_skip_the_images():
+    s = _split(n=40)
+    loader = _loader(s, batch_size=16, generator=torch.Generator().manual_seed(0))
+    for batch in loader:
+        assert torch.equal(s.y[batch.index], batch.y)  # index: positions in the split
+    order = torch.cat([b.index for b in loader])
+    assert sorted(order.tolist()) == list(range(40))
+    same = _loader(s, batch_size=16, generator=torch.Generator().manual_seed(0), images=False)
+    batches = list(same)
+    assert all(b.x is None for b in batches)
+    first = next(iter(_loader(s, batch_size=16, generator=torch.Generator().manual_seed(0))))
+    assert torch.equal(batches[0].index, first.index)  # same order without the images
+    evaluation = _loader(s, batch_size=16, train=False)
+    assert torch.cat([b.index for b in evaluation]).tolist() == list(range(40))

@@ -256,3 +256,26 @@ def test_results_package_imports_no_ray_or_optuna():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna')];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_named_outputs_get_their_own_metric_columns_and_per_class_rows(tmp_path):
+    from lt_ray.results import recompute_summary
+
+    history = [{"epoch": 1, "test_hm": 0.5, "test_hm_old": 0.2, "test_hm_new": 0.5}]
+    record = TrialRecord(
+        study="s", cell="", trial_id="g1", status="completed", config=_config(0.05),
+        final={**history[0], "test_acc_ens": 0.61, "val_hm_eps_old": 0.3}, history=history,
+        per_class={"test": [0.9, 0.6, 0.3], "test/old": [1.0, 0.5, 0.0]},
+        class_names=CLASS_NAMES, train_class_counts=COUNTS, provenance=PROV,
+    )
+    write_study([record], tmp_path / "g")
+    tables = read_study(tmp_path / "g")
+    row = tables.trials.iloc[0]
+    assert (row["test_hm_old"], row["test_hm_new"], row["test_acc_ens"]) == (0.2, 0.5, 0.61)
+    assert row["val_hm_eps_old"] == 0.3 and row["test_hm"] == 0.5
+    assert tables.epochs.iloc[0]["test_hm_old"] == 0.2
+    pc = tables.per_class
+    assert pc[pc.output.isna()].recall.tolist() == [0.9, 0.6, 0.3]  # the primary output
+    assert pc[pc.output == "old"].recall.tolist() == [1.0, 0.5, 0.0]
+    summary = recompute_summary(pc).set_index("output", drop=False)
+    assert summary.loc["old", "lr"] == 0.0 and summary.loc["old", "hm"] == 0.0

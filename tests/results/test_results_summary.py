@@ -32,7 +32,7 @@ def per_class(tmp_path) -> pd.DataFrame:
 
 def test_matches_hand_computed_values(per_class):
     out = recompute_summary(per_class)
-    assert list(out.columns) == ["study", "cell", "trial_id", "split", *METRICS, "eps"]
+    assert list(out.columns) == ["study", "cell", "trial_id", "split", "output", *METRICS, "eps"]
     assert len(out) == 3
     val = out[(out.trial_id == "t1") & (out.split == "val")].iloc[0]
     assert val["acc"] == pytest.approx(0.6)

@@ -1,0 +1,61 @@
+"""The GML plug-in as a study on Ray: stage artifacts built once by the driver, per-output
+metrics in Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import TINY
+from lt_ray.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+def gml_study(name: str) -> dict:
+    return {
+        "name": name,
+        "base": {**TINY, "method": {"name": "gml"}, "train": {**TINY["train"], "epochs": 2},
+                 "pretrained": {"method": {"name": "ce"}, "train": {"epochs": 2}}},
+        "grid": {"method.args.ensemble": ["none", "prob"]},  # two cells, one base
+        "space": {"method.args.t1": {"loguniform": [0.5, 2.0]}},
+        "search": {"metric": "val_hm_eps", "mode": "max", "num_samples": 2,
+                   "max_concurrent": 2},
+        "resources": {"cpu": 1},
+    }
+
+
+def run_study(tmp_path: Path, name: str) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(gml_study(name)))
+    res = CliRunner().invoke(main, ["sweep", str(path), "--storage", str(tmp_path / "res"),
+                                    "--no-dashboard"])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_gml_study_builds_its_base_once_and_reports_every_output(tmp_path):
+    out = run_study(tmp_path, "gml_a")
+    assert "built 1 stage artifact(s)" in out
+    artifacts = [p for p in (tmp_path / "res" / "artifacts").iterdir() if p.is_dir()]
+    assert len(artifacts) == 1 and (artifacts[0] / "artifact.json").is_file()
+    assert list(artifacts[0].glob("features-*.pt"))  # the feature cache, beside its base
+    trials = pd.read_parquet(tmp_path / "res" / "gml_a" / "trials.parquet")
+    assert len(trials) == 4 and set(trials.status) == {"completed"}
+    for output in ("old", "new", "ens"):
+        assert trials[f"test_hm_{output}"].notna().all()
+    # the old head is the same base for every trial: identical old metrics
+    assert trials["test_acc_old"].nunique() == 1
+    by_mode = trials.set_index("cfg.method.args.ensemble")
+    assert (by_mode.loc["none", "test_acc"] == by_mode.loc["none", "test_acc_new"]).all()
+    assert (by_mode.loc["prob", "test_acc"] == by_mode.loc["prob", "test_acc_ens"]).all()
+    per_class = pd.read_parquet(tmp_path / "res" / "gml_a" / "per_class.parquet")
+    assert set(per_class.output.dropna()) == {"old", "new", "ens"}
+    # a second study finds the artifact and trains no base
+    out = run_study(tmp_path, "gml_b")
+    assert "stage artifact" not in out
+    assert len([p for p in (tmp_path / "res" / "artifacts").iterdir() if p.is_dir()]) == 1
