@@ -149,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         Job(m, p, d, s, args.epochs)
         for m, p, d, s in itertools.product(args.methods, args.precisions, args.data, args.seeds)
     ]
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     print(f"{len(jobs)} runs, {args.workers} at a time, {threads} thread(s) each -> {args.out}")
     import multiprocessing
@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     run_p.add_argument("--epochs", type=int, default=200)
     run_p.add_argument("--workers", type=int, default=2)
+    run_p.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default: the cores / --workers)")
     table_p = sub.add_parser("table", help="print the table of the finished runs")
     table_p.add_argument("--out", required=True)
     args = parser.parse_args(argv)

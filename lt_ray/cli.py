@@ -280,7 +280,8 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
         click.echo(describe_plan(spec, storage, changes))
         return
     run_sweep(spec, storage=storage, address=address, resume=resume,
-              dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root)
+              dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root,
+              smoke=smoke)
 
 
 def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = None) -> str:
@@ -303,6 +304,16 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
              + (f"; {int(1 / spec.gpu)} trials share one GPU" if 0 < spec.gpu < 1 else "") + ")",
              "search space:"]
     lines += [f"  {p.describe()}" for p in spec.params] or ["  (none: fixed config)"]
+    from lt_ray.artifacts import describe
+    from lt_ray.tune.runner import stage_levels
+
+    levels = stage_levels(spec)
+    if levels:
+        lines.append(f"stage artifacts (built once, before the search, in <storage>/artifacts): "
+                     f"{sum(map(len, levels))}")
+        lines += [f"  {d['hash']}: {d['method']}, {d['epochs']} epochs, {d['dataset']} IF "
+                  f"{d['imb_factor']:g}, seed {d['seed']}"
+                  for level in levels for d in map(describe, level)]
     lines.append("grid cells:")
     lines += [f"  {c.id}: {c.label}" for c in cells]
     if overrides:
@@ -315,8 +326,11 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
 
 
 def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
-              optuna_storage: str | None, data_root: str | None) -> None:
-    """Check study folder and data, start/join Ray, check resources, fit, export, summarize."""
+              optuna_storage: str | None, data_root: str | None, smoke: bool = False) -> None:
+    """Check study folder and data, start/join Ray, check resources, fit, export, summarize.
+    A smoke run asks for no GPU where the cluster has none (it checks the YAML, not speed)."""
+    from dataclasses import replace
+
     from lt_ray.artifacts import study_root
     from lt_ray.data import build_dataset, resolve_root
     from lt_ray.results.provenance import collect_provenance
@@ -325,6 +339,7 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
         check_resources,
         check_study_dir,
         fit_study,
+        has_gpus,
         prepare_stages,
         start_ray,
         stop_ray,
@@ -341,6 +356,9 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
         build_dataset(data_cfg, root)  # download/verify each dataset once, in the driver
     url = start_ray(address, dashboard=dashboard)
     try:
+        if smoke and spec.gpu and not has_gpus():
+            click.echo("smoke: this Ray has no GPU, the 2 trials run on the CPU")
+            spec = replace(spec, gpu=0.0)
         slots = check_resources(spec)
         if not resume:
             # provenance of the code submitted, collected once here: on every row, failed ones too

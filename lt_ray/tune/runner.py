@@ -229,6 +229,17 @@ def _fits(resources: dict[str, float], spec: SweepSpec) -> int:
     return per_node
 
 
+def has_gpus() -> bool:
+    """Whether an alive node or a launchable node type of the connected cluster has a GPU."""
+    import ray
+
+    from lt_ray.tune.cluster import launchable_node_types
+
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return any(r.get("GPU", 0) > 0 for r in [*alive, *(t["resources"]
+                                                       for t in launchable_node_types())])
+
+
 def check_resources(spec: SweepSpec) -> int:
     """How many trials fit at once now; raise if neither the alive nodes nor any node type the
     cluster's autoscaler can launch holds one trial (on a local Ray: the alive nodes only)."""

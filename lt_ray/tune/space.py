@@ -147,15 +147,25 @@ class SweepSpec:
         return sorted(out, key=lambda q: bool(q.when))  # conditions look at earlier values
 
     def shrink_for_smoke(self) -> SweepSpec:
-        """2 trials of 1 epoch in the first grid cell: checks a YAML end to end quickly."""
+        """2 trials of 1 epoch in the first grid cell, on 1-epoch stage-1 models: checks a YAML
+        end to end quickly (a searched ``train.epochs`` becomes 1 too)."""
         from dataclasses import replace
 
         first = self.cells()[0].values
         base = copy.deepcopy(self.base)
         set_dotted(base, "train.epochs", 1)
-        return replace(self, base=base, grid={k: [v] for k, v in first.items()}, num_samples=2,
+        stage = base
+        while isinstance(stage.get("pretrained"), dict):  # every stage, nested ones too
+            stage = stage["pretrained"]
+            set_dotted(stage, "train.epochs", 1)
+        grid = {k: [v] for k, v in first.items()}
+        for key in [k for k in grid if k.startswith("pretrained.") and k.endswith(".epochs")]:
+            grid[key] = [1]
+        params = tuple(Param(p.key, "choice", ((1,),), p.when) if p.key == "train.epochs" else p
+                       for p in self.params)
+        return replace(self, base=base, grid=grid, params=params, num_samples=2,
                        max_concurrent=min(self.max_concurrent, 2), points_to_evaluate=(),
-                       grace_period=1)
+                       grace_period=1, scheduler="none")
 
 
 class DefineByRun:

@@ -179,7 +179,11 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     try:
         cluster.wait_for_nodes()
         raw = study("nodes", resources={"cpu": 1})
-        raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 1}}
+        # trials of several seconds: longer than starting a worker on the second node, so the
+        # first trial's worker is not simply reused for the second one
+        raw["base"] = {**TINY, "train": {**TINY["train"], "epochs": 20},
+                       "data": {**TINY["data"], "synthetic": {**TINY["data"]["synthetic"],
+                                                              "n_max": 400}}}
         spec = parse_spec(raw)
         assert check_resources(spec) == 2
         results = fit_study(spec, tmp_path / "nodes", resume=False, data_root=None,
