@@ -36,6 +36,7 @@ TRIAL_ID = "trial_id"
 KEY_COLUMNS: tuple[str, ...] = (STUDY, CELL, TRIAL_ID)
 STATUS = "status"
 ERROR = "error"
+REPEAT_OF = "repeat_of"  # a seed repeat: the trial_id of the searched trial it re-runs
 METHOD = "method"
 DATASET = "dataset"
 IMB_FACTOR = "imb_factor"
@@ -115,6 +116,7 @@ TRIALS_FIXED_SCHEMA = pa.schema(
         *_KEY_FIELDS,
         pa.field(STATUS, pa.string(), nullable=False),
         pa.field(ERROR, pa.string()),
+        pa.field(REPEAT_OF, pa.string()),
         pa.field(METHOD, pa.string()),
         pa.field(DATASET, pa.string()),
         pa.field(IMB_FACTOR, pa.float64()),
@@ -234,3 +236,4 @@ class TrialRecord:
     train_class_counts: list[int] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)  # PROVENANCE_COLUMNS keys
     search_params: dict[str, Any] = field(default_factory=dict)  # {"optim.lr": 0.05}
+    repeat_of: str | None = None  # a seed repeat: the trial_id of the searched trial

@@ -85,6 +85,7 @@ def _trial_row(r: TrialRecord) -> dict[str, Any]:
         S.TRIAL_ID: r.trial_id,
         S.STATUS: r.status,
         S.ERROR: r.error,
+        S.REPEAT_OF: r.repeat_of,
         S.CONFIG_JSON: json.dumps(_plain(r.config), default=str),
     }
     for column, path in S.CONFIG_SHORTCUTS.items():
