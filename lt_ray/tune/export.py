@@ -23,7 +23,7 @@ from lt_ray.metrics import ALL_NAMES
 from lt_ray.results import TrialRecord, write_study
 from lt_ray.results.schema import PROVENANCE_COLUMNS, output_metric_columns
 from lt_ray.tune.runner import STUDY_FILE, TUNE_DIR
-from lt_ray.tune.search import CELL_KEY, FAILED_KEY, STOPPED_KEY
+from lt_ray.tune.search import CELL_KEY, FAILED_KEY, REPEAT_KEY, STOPPED_KEY
 from lt_ray.tune.trainable import FINAL_FILE
 
 HISTORY_KEYS = ("epoch", "learning_rate", "train_loss", "train_acc", "epoch_time_s",
@@ -66,6 +66,7 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
     for result in results:
         raw = dict(result.config or {})
         cell = cells[int(raw.pop(CELL_KEY, 0))]
+        repeat_of = raw.pop(REPEAT_KEY, None)
         searched = {k: v for k, v in raw.items() if not k.startswith("_")}
         config = resolve(ExperimentConfig.from_dict(study["base"]).replace({**cell, **searched}))
         metrics = dict(result.metrics or {})
@@ -89,7 +90,7 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
             per_class=extra.get("per_class", {}),
             class_names=extra.get("class_names", []),
             train_class_counts=extra.get("train_class_counts", []),
-            provenance=provenance, search_params=searched,
+            provenance=provenance, search_params=searched, repeat_of=repeat_of,
         ))
     return records
 
@@ -164,6 +165,8 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
     cells = sorted({r.cell for r in records})
     for cell in cells:
         rows = [r for r in records if r.cell == cell]
+        repeats = [r for r in rows if r.repeat_of is not None]
+        rows = [r for r in rows if r.repeat_of is None]
         done = [r for r in rows if r.status in ("completed", "early_stopped")]
         failed = sum(r.status == "failed" for r in rows)
         head = f"[{cell or 'study'}] {len(rows)} trials, {failed} failed"
@@ -186,7 +189,17 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
             front = pareto_front(completed, spec_metrics, modes)
             lines.append(f"  Pareto front ({', '.join(spec_metrics)}): "
                          + (", ".join(r.trial_id for r in front) or "empty"))
-        for r in rows:
+        for source in sorted({r.repeat_of for r in repeats}):
+            runs = [r for r in repeats if r.repeat_of == source and r.status == "completed"]
+            for metric in spec_metrics[:1]:
+                test = metric.replace("val_", "test_", 1)
+                values = [r.final[test] for r in runs if r.final.get(test) is not None]
+                if values:
+                    mean = sum(values) / len(values)
+                    std = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+                    lines.append(f"  repeats of {source}: {test} = {mean:.4f} ± {std:.4f} over "
+                                 f"{len(values)} seed(s)")
+        for r in [*rows, *repeats]:
             if r.status == "failed":
                 lines.append(f"  FAILED {r.trial_id}: {r.error}")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ def study_fingerprint(spec: SweepSpec) -> dict[str, Any]:
                    "max_concurrent_per_cell": spec.max_concurrent_per_cell},
         "scheduler": {"name": spec.scheduler, "grace_period": spec.grace_period,
                       "reduction_factor": spec.reduction_factor},
+        "repeat": {"top_k": spec.repeat_top_k, "seeds": list(spec.repeat_seeds)},
     }, default=str))
 
 
@@ -396,7 +397,8 @@ def make_search(spec: SweepSpec, optuna_storage: str | None) -> Any:
     return CellSearch(
         {c.index: make_cell_searcher(spec, c, optuna_storage) for c in cells},
         {c.index: spec.num_samples for c in cells},
-        per_cell_cap=spec.max_concurrent_per_cell, **objective,
+        per_cell_cap=spec.max_concurrent_per_cell,
+        repeat_top_k=spec.repeat_top_k, repeat_seeds=spec.repeat_seeds, **objective,
     )
 
 
@@ -433,7 +435,7 @@ def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root
         tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True,
                                    resume_errored=True)
         return tuner.fit()
-    total = spec.num_samples * len(spec.cells())
+    total = (spec.num_samples + spec.repeat_top_k * len(spec.repeat_seeds)) * len(spec.cells())
     tune_config = tune.TuneConfig(
         search_alg=make_search(spec, optuna_storage), scheduler=make_scheduler(spec),
         num_samples=total, max_concurrent_trials=spec.max_concurrent,

@@ -28,6 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 log = logging.getLogger(__name__)
 
 CELL_KEY = "_cell"  # the trial's grid-cell index in its config
+REPEAT_KEY = "_repeat_of"  # a seed repeat: the trial id of the searched trial it re-runs
 FAILED_KEY = "trial_error"  # reported by the trainable when the run raised; the message
 STOPPED_KEY = "stopped_early"  # set on the result a scheduler stopped the trial at
 
@@ -69,10 +70,16 @@ class CellOptunaSearch(OptunaSearch):
 class CellSearch(Searcher):
     """Tune searcher over all grid cells; each cell has its own Optuna search (or none).
 
+    Seed repeats: once all of a cell's search trials have ended, its ``repeat_top_k`` best
+    completed trials (by the first objective) are suggested again, once per seed of
+    ``repeat_seeds``, with ``seed`` set and :data:`REPEAT_KEY` naming the source trial. They
+    are trials like any other (resumable, in Parquet) but do not feed the Optuna search.
+
     Args:
         searchers: per cell index, its searcher (None: a fixed config, every trial = {}).
-        budgets: per cell index, the number of trials to run.
+        budgets: per cell index, the number of search trials to run.
         per_cell_cap: at most this many live trials per cell (None: only the study-wide cap).
+        repeat_top_k, repeat_seeds: the seed repeats (0, (): none).
         metric, mode: the objective(s), as given to Tune.
     """
 
@@ -84,6 +91,8 @@ class CellSearch(Searcher):
         per_cell_cap: int | None,
         metric: str | list[str],
         mode: str | list[str],
+        repeat_top_k: int = 0,
+        repeat_seeds: tuple[int, ...] = (),
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         self._searchers = searchers
@@ -92,14 +101,28 @@ class CellSearch(Searcher):
         self._suggested = dict.fromkeys(budgets, 0)
         self._live: dict[int, set[str]] = {i: set() for i in budgets}
         self._cell_of: dict[str, int] = {}
+        self._objective = (metric[0] if isinstance(metric, list) else metric,
+                           mode[0] if isinstance(mode, list) else mode)
+        self._repeat_top_k = repeat_top_k
+        self._repeat_seeds = tuple(repeat_seeds)
+        self._configs: dict[str, dict] = {}  # searched trial -> its suggested config
+        self._scores: dict[int, dict[str, float]] = {i: {} for i in budgets}  # completed
+        self._repeats: dict[int, list[dict] | None] = dict.fromkeys(budgets)  # None: not yet
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
         return True  # objective and space are fixed per cell at construction
 
     def suggest(self, trial_id: str) -> dict | None:
+        for i, queue in self._repeats.items():  # repeats of a finished cell go first
+            if queue:
+                config = queue.pop(0)
+                self._live[i].add(trial_id)
+                self._cell_of[trial_id] = i
+                return config
         open_cells = [i for i in self._budgets if self._suggested[i] < self._budgets[i]]
         if not open_cells:
-            return Searcher.FINISHED
+            waiting = self._repeat_top_k and any(q is None for q in self._repeats.values())
+            return None if waiting else Searcher.FINISHED
         # least busy cell first, so that every cell gets trials in flight
         for i in sorted(open_cells, key=lambda c: (len(self._live[c]), self._suggested[c], c)):
             if self._per_cell_cap is not None and len(self._live[i]) >= self._per_cell_cap:
@@ -111,12 +134,13 @@ class CellSearch(Searcher):
             self._suggested[i] += 1
             self._live[i].add(trial_id)
             self._cell_of[trial_id] = i
+            self._configs[trial_id] = {**config, CELL_KEY: i}
             return {**config, CELL_KEY: i}
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         searcher = self._searcher_of(trial_id)
-        if searcher is not None:
+        if searcher is not None and trial_id in self._configs:  # not for seed repeats
             searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(
@@ -126,9 +150,32 @@ class CellSearch(Searcher):
         if cell is None:
             return
         self._live[cell].discard(trial_id)
+        if trial_id not in self._configs:
+            return  # a seed repeat: not part of the search
+        metric, _ = self._objective
+        value = (result or {}).get(metric)
+        completed = not (error or (result or {}).get(FAILED_KEY) or
+                         (result or {}).get(STOPPED_KEY))
+        if completed and isinstance(value, (int, float)) and value == value:
+            self._scores[cell][trial_id] = float(value)
         searcher = self._searchers[cell]
         if searcher is not None:
             searcher.on_trial_complete(trial_id, result=result, error=error)
+        self._queue_repeats(cell)
+
+    def _queue_repeats(self, cell: int) -> None:
+        """Once the cell's search is over, queue the seed repeats of its best trials."""
+        searched_live = [t for t in self._live[cell] if t in self._configs]
+        if (not self._repeat_top_k or self._repeats[cell] is not None
+                or self._suggested[cell] < self._budgets[cell] or searched_live):
+            return
+        _, mode = self._objective
+        ranked = sorted(self._scores[cell].items(), key=lambda kv: kv[1],
+                        reverse=mode == "max")
+        self._repeats[cell] = [
+            {**self._configs[source], "seed": seed, REPEAT_KEY: source}
+            for source, _ in ranked[: self._repeat_top_k] for seed in self._repeat_seeds
+        ]
 
     def _searcher_of(self, trial_id: str) -> Searcher | None:
         cell = self._cell_of.get(trial_id)

@@ -22,7 +22,8 @@ DISTRIBUTIONS: dict[str, int] = {"choice": 1, "uniform": 2, "loguniform": 2, "ra
                                  "quniform": 3}
 SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "none")
-TOP_KEYS = ("name", "description", "base", "space", "grid", "search", "scheduler", "resources",
+TOP_KEYS = ("name", "description", "base", "space", "grid", "search", "scheduler", "repeat",
+            "resources",
             "max_failures")
 SEARCH_KEYS = ("algorithm", "sampler", "metric", "mode", "num_samples", "max_concurrent",
                "max_concurrent_per_cell", "seed",
@@ -122,6 +123,8 @@ class SweepSpec:
     cpu: float
     gpu: float
     max_failures: int
+    repeat_top_k: int = 0  # after a cell's search: re-run its best k configs ...
+    repeat_seeds: tuple[int, ...] = ()  # ... once with each of these seeds
 
     @property
     def multi_objective(self) -> bool:
@@ -165,7 +168,7 @@ class SweepSpec:
                        for p in self.params)
         return replace(self, base=base, grid=grid, params=params, num_samples=2,
                        max_concurrent=min(self.max_concurrent, 2), points_to_evaluate=(),
-                       grace_period=1, scheduler="none")
+                       grace_period=1, scheduler="none", repeat_top_k=0, repeat_seeds=())
 
 
 class DefineByRun:
@@ -297,12 +300,41 @@ def parse_spec(
             "at different points of their schedules; make train.epochs a grid axis (each cell "
             "gets its own asha with max_t = its epochs) or remove the scheduler"
         )
+    spec = _with_repeats(spec, raw.get("repeat"))
     if spec.cpu == 0 and spec.gpu == 0:
         raise ConfigError("resources: a trial needs some cpu or gpu")
     if spec.gpu > 1 and not float(spec.gpu).is_integer():
         raise ConfigError(f"resources.gpu={spec.gpu}: use a fraction <= 1 or a whole number")
     validate_against_config(spec)
     return spec
+
+
+REPEAT_KEYS = ("top_k", "seeds")
+
+
+def _with_repeats(spec: SweepSpec, raw: Any) -> SweepSpec:
+    """``repeat: {top_k: 1, seeds: [1, 2, 3]}``: after a cell's search, its ``top_k`` best
+    configurations (by the first objective, on val) are run again with each seed."""
+    from dataclasses import replace
+
+    if raw is None:
+        return spec
+    _check_keys(raw, REPEAT_KEYS, "repeat.")
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 for x in seeds):
+        raise ConfigError(f"repeat.seeds: give a non-empty list of seeds (integers >= 0), got "
+                          f"{seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"repeat.seeds: {seeds} repeats a seed")
+    top_k = _positive_int(raw.get("top_k", 1), "repeat.top_k")
+    if top_k > spec.num_samples:
+        raise ConfigError(f"repeat.top_k={top_k} exceeds search.num_samples="
+                          f"{spec.num_samples}: a cell has no more configurations to repeat")
+    if "seed" in spec.grid or any(p.key == "seed" for p in spec.params):
+        raise ConfigError("repeat: seed is a grid axis or searched; repeats set the seed "
+                          "themselves (use one or the other)")
+    return replace(spec, repeat_top_k=top_k, repeat_seeds=tuple(seeds))
 
 
 def validate_against_config(spec: SweepSpec) -> None:

@@ -74,7 +74,7 @@ def train_trial(
 def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, Any]],
            data_root: str | None, resources: dict[str, float], artifacts: str) -> None:
     cell = cells[int(config[CELL_KEY])]
-    searched = {k: v for k, v in config.items() if k != CELL_KEY}
+    searched = {k: v for k, v in config.items() if not k.startswith("_")}  # not _cell etc.
     cfg = ExperimentConfig.from_dict(base).replace({**cell, **searched})
     device = trial_device(cfg.train.device, float(resources.get("gpu", 0)))
     cfg = cfg.replace({"train.device": device})

@@ -334,3 +334,16 @@ def test_a_node_without_the_data_fails_its_trial_naming_node_and_folder(tmp_path
     message = str(info.value)
     assert socket.gethostname() in message and str(tmp_path / "nowhere") in message
     assert "never download" in message
+
+
+def test_repeat_section_is_validated():
+    spec = parse_spec(spec_with(**{"repeat": {"top_k": 2, "seeds": [1, 2, 3]}}))
+    assert (spec.repeat_top_k, spec.repeat_seeds) == (2, (1, 2, 3))
+    assert spec.shrink_for_smoke().repeat_top_k == 0
+    for bad, message in (({"seeds": []}, "repeat.seeds"), ({"seeds": [1, 1]}, "repeats a seed"),
+                         ({"top_k": 9, "seeds": [1]}, "exceeds search.num_samples"),
+                         ({"seeds": [1], "k": 1}, "unknown key 'repeat.k'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_spec(spec_with(**{"repeat": bad}))
+    with pytest.raises(ConfigError, match="seed is a grid axis"):
+        parse_spec(spec_with(**{"repeat": {"seeds": [1]}, "grid/seed": [0, 1]}))

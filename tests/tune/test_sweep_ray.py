@@ -282,3 +282,23 @@ def test_asha_stops_trials_per_cell_after_the_last_phase_and_optuna_sees_them_pr
     res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--storage",
                                     str(tmp_path / "res"), "--resume"])
     assert res.exit_code == 2 and "search.num_samples: 3 -> 5" in res.output, res.output
+
+
+def test_seed_repeats_rerun_each_cells_selected_config_with_every_seed(tmp_path):
+    raw = study("repeats", grid={"optim.momentum": [0.0, 0.9]})
+    raw["search"].update(num_samples=2, max_concurrent=4)
+    raw["repeat"] = {"top_k": 1, "seeds": [1, 2]}
+    res = CliRunner().invoke(main, ["sweep", write(tmp_path, raw), "--storage",
+                                    str(tmp_path / "res"), "--no-dashboard"])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_parquet(tmp_path / "res" / "repeats" / "trials.parquet")
+    assert len(trials) == 8 and set(trials.status) == {"completed"}
+    searched = trials[trials.repeat_of.isna()]
+    repeats = trials[trials.repeat_of.notna()]
+    assert len(searched) == 4 and len(repeats) == 4
+    for cell, group in searched.groupby("cell"):
+        best = group.loc[group.val_acc.idxmax()]
+        again = repeats[repeats.repeat_of == best.trial_id]
+        assert sorted(again["cfg.seed"]) == [1, 2] and set(again.cell) == {cell}
+        assert (again["cfg.optim.lr"] == best["cfg.optim.lr"]).all()  # the selected config
+    assert "repeats of" in res.output

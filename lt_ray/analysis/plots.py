@@ -1,0 +1,210 @@
+"""The report's figures, drawn on matplotlib's Agg canvas (no pyplot state, no display).
+
+Every function returns a :class:`~matplotlib.figure.Figure`; :func:`render` turns it into PNG
+and SVG bytes (SVG text stays text, so labels are searchable and crisp).
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Mapping, Sequence
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lt_ray.analysis import search
+from lt_ray.analysis.tables import METRIC_LABELS, pareto_mask
+from lt_ray.results import schema as S
+
+CURVE_METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr")
+OUTPUT_NAMES: dict[str, str] = {"": "recall", "old": "old head", "new": "new head",
+                                "ens": "ensemble"}
+DPI = 120
+
+
+def render(fig: Figure) -> dict[str, bytes]:
+    """``{"png": ..., "svg": ...}`` of ``fig`` (text kept as text in the SVG)."""
+    FigureCanvasAgg(fig)
+    out = {}
+    with mpl.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lt-ray"}):
+        for fmt in ("png", "svg"):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
+            out[fmt] = buffer.getvalue()
+    return out
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _colors(n: int) -> list[tuple[float, float, float, float]]:
+    cmap = mpl.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
+    """Test recall per class (bars, %, head to tail) with the training count (log axis).
+
+    ``data``: one row per output and class with ``output`` ("" for a single output, else
+    old/new/ens: grouped bars), ``class_index``, ``class_name``, ``train_count``, ``mean`` and
+    ``std`` (recall in %, std NaN for one run).
+    """
+    classes = (data.drop_duplicates(S.CLASS_INDEX)
+               .sort_values([S.TRAIN_COUNT, S.CLASS_INDEX], ascending=[False, True]))
+    order = classes[S.CLASS_INDEX].tolist()
+    outputs = list(dict.fromkeys(data[S.OUTPUT]))
+    n_classes = len(order)
+    width = min(max(7.0, 0.16 * n_classes * max(1.0, 0.7 * len(outputs)) + 2.5), 28.0)
+    fig = Figure(figsize=(width, 4.8))
+    ax = fig.add_subplot()
+    x = np.arange(n_classes)
+    bar = 0.8 / len(outputs)
+    for i, (output, color) in enumerate(zip(outputs, _colors(len(outputs)), strict=True)):
+        part = data[data[S.OUTPUT] == output].set_index(S.CLASS_INDEX).reindex(order)
+        std = part["std"].to_numpy(dtype="float64", na_value=np.nan)
+        ax.bar(x + (i - (len(outputs) - 1) / 2) * bar, part["mean"].to_numpy(dtype="float64"),
+               bar, color=color, label=OUTPUT_NAMES.get(output, output),
+               yerr=None if np.isnan(std).all() else std, capsize=2, error_kw={"lw": 0.8})
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test recall (%)")
+    ax.set_xlabel("class (sorted by training images, head → tail)")
+    ax.set_xticks(x)
+    names = [str(n) if pd.notna(n) else str(i) for n, i in
+             zip(classes[S.CLASS_NAME], classes[S.CLASS_INDEX], strict=True)]
+    ax.set_xticklabels(names, rotation=90, fontsize=8 if n_classes <= 20 else 6)
+    ax.set_xlim(-0.6, n_classes - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    twin = ax.twinx()
+    counts = classes[S.TRAIN_COUNT].to_numpy(dtype="float64", na_value=np.nan)
+    twin.plot(x, counts, color="black", marker="o", ms=3, lw=1.2, label="training images")
+    if np.nanmin(counts, initial=np.inf) > 0:
+        twin.set_yscale("log")
+    twin.set_ylabel("training images per class (log scale)")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8,
+              framealpha=0.9)
+    ax.set_title(_wrap(title, int(12 * width)), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
+    """Val (dashed) and test (solid) Acc, GM, HM and LR (%) per epoch, one colour per selected
+    trial, one panel per metric."""
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    colors = _colors(len(curves))
+    for ax, metric in zip(axes, CURVE_METRICS, strict=True):
+        for (label, epochs), color in zip(curves.items(), colors, strict=True):
+            for split, style in (("val", "--"), ("test", "-")):
+                column = f"{split}_{metric}"
+                if column in epochs and epochs[column].notna().any():
+                    points = epochs[[S.EPOCH, column]].dropna()
+                    ax.plot(points[S.EPOCH], 100 * points[column], style, color=color,
+                            marker="." if len(points) < 30 else None,
+                            label=f"{label} ({split})")
+        ax.set_title(f"{METRIC_LABELS[metric]} ({metric})", fontsize=10)
+        ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[2:]:
+        ax.set_xlabel("epoch")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [_wrap(t, 60) for t in labels], loc="lower center", ncol=2, fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle("Learning curves of the selected trials (val dashed, test solid)")
+    rows = (len(labels) + 1) // 2
+    fig.subplots_adjust(bottom=min(0.1 + 0.035 * rows, 0.5), hspace=0.25, top=0.92)
+    return fig
+
+
+def objective_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+                     title: str) -> Figure:
+    """Each objective (%) over the study's trials in start order: completed search trials
+    (filled), early-stopped ones (hollow) and the best-so-far line of each cell."""
+    trials = search.in_start_order(trials[trials[S.REPEAT_OF].isna()]).reset_index(drop=True)
+    trials = trials.assign(_order=np.arange(1, len(trials) + 1))
+    fig = Figure(figsize=(7.5 * len(objectives), 4.5))
+    axes = fig.subplots(1, len(objectives), squeeze=False)[0]
+    cells = list(dict.fromkeys(trials[S.CELL]))
+    for ax, (metric, mode) in zip(axes, objectives, strict=True):
+        for cell, color in zip(cells, _colors(len(cells)), strict=True):
+            part = trials[trials[S.CELL] == cell]
+            name = cell or "all trials"
+            done = part[(part[S.STATUS] == "completed") & part[metric].notna()]
+            stopped = part[(part[S.STATUS] == "early_stopped") & part[metric].notna()]
+            ax.scatter(done["_order"], 100 * done[metric], color=color, s=22, zorder=3,
+                       label=_wrap(f"{name} (completed)", 50))
+            if len(stopped):
+                ax.scatter(stopped["_order"], 100 * stopped[metric], facecolors="none",
+                           edgecolors=color, s=22, zorder=3,
+                           label=_wrap(f"{name} (early stopped)", 50))
+            if len(done):
+                best = search.best_so_far(100 * done[metric], mode)
+                ax.step(done["_order"], best, where="post", color=color, lw=1.2, alpha=0.8)
+        ax.set_xlabel("trial (in start order)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"{metric} ({mode}); line: best so far", fontsize=10)
+        ax.grid(alpha=0.3)
+        if cells and len(trials):
+            ax.legend(fontsize=7, loc="best")
+    failed = int((trials[S.STATUS] == "failed").sum())
+    fig.suptitle(f"{title}: {len(trials)} search trials" + (f", {failed} failed (not shown)"
+                                                           if failed else ""))
+    fig.tight_layout()
+    return fig
+
+
+def pareto_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]],
+                  title: str) -> Figure:
+    """The first two objectives (%) of the completed search trials; each cell's Pareto front
+    (over all objectives) marked and joined."""
+    (mx, _), (my, _) = objectives[0], objectives[1]
+    modes = [mode for _, mode in objectives]
+    metrics = [metric for metric, _ in objectives]
+    done = trials[(trials[S.STATUS] == "completed") & trials[S.REPEAT_OF].isna()]
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.add_subplot()
+    cells = list(dict.fromkeys(done[S.CELL]))
+    for cell, color in zip(cells, _colors(len(cells)), strict=True):
+        part = done[done[S.CELL] == cell]
+        front = pareto_mask(part[metrics], modes)
+        name = cell or "all trials"
+        ax.scatter(100 * part.loc[~front, mx], 100 * part.loc[~front, my], color=color,
+                   alpha=0.35, s=18, label=_wrap(f"{name}: dominated", 50))
+        on = part[front].sort_values(mx)
+        ax.plot(100 * on[mx], 100 * on[my], "-o", color=color, ms=7, mec="black", lw=1,
+                label=_wrap(f"{name}: Pareto front ({len(on)})", 50))
+    ax.set_xlabel(f"{mx} (%, {objectives[0][1]})")
+    ax.set_ylabel(f"{my} (%, {objectives[1][1]})")
+    extra = f"; front over all {len(metrics)} objectives" if len(metrics) > 2 else ""
+    ax.set_title(_wrap(f"{title}: Pareto front of the completed search trials{extra}"),
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    if cells:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importances: pd.DataFrame, title: str) -> Figure:
+    """Horizontal bars of parameter importance (one row per parameter, one colour per cell)."""
+    data = importances.fillna(0.0)
+    data = data.loc[data.max(axis=1).sort_values().index]
+    fig = Figure(figsize=(8, 1.2 + 0.45 * len(data) * max(1, 0.6 * data.shape[1])))
+    ax = fig.add_subplot()
+    data.plot.barh(ax=ax, color=_colors(data.shape[1]), legend=data.shape[1] > 1, width=0.8)
+    ax.set_xlabel("importance (fraction of the total, Optuna)")
+    ax.set_ylabel("searched parameter")
+    ax.set_xlim(0, 1)
+    ax.set_title(_wrap(title), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    if data.shape[1] > 1:
+        ax.legend([_wrap(str(c), 50) for c in data.columns], fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
