@@ -186,6 +186,52 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n(% ; many/medium/few: train count > 100 / 20-100 / < 20)"
 
 
+@main.command()
+@click.option("--checkpoint", "checkpoint", required=True, type=click.Path(),
+              help="An lt-ray checkpoint.pt (of `lt-ray train` or a Ray trial), or its folder.")
+@click.argument("images", nargs=-1, type=click.Path(), metavar="[IMAGE]...")
+@click.option("--split", metavar="SPLIT", help="Evaluate the whole split (val, test, "
+              "fulltest) of the checkpoint's dataset instead of images.")
+@click.option("--top-k", "top_k", type=int, default=5, show_default=True,
+              help="Classes listed per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Dataset folder for --split (overrides the run's data.root; default: "
+              "data.root, $LT_RAY_DATA, then the user cache).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@user_errors
+def predict(checkpoint: str, images: tuple[str, ...], split: str | None, top_k: int,
+            as_json: bool, data_root: str | None, device: str) -> None:
+    """Classify IMAGE files (top-k classes and probabilities) with a trained checkpoint, or
+    re-evaluate a whole --split of its dataset (the run's recorded metrics)."""
+    from lt_ray.errors import LTRayError
+
+    if bool(images) == (split is not None):
+        raise LTRayError("give either IMAGE files or --split val|test|fulltest (not both)"
+                         if images else "give IMAGE files or --split val|test|fulltest")
+    if top_k < 1:
+        raise LTRayError(f"--top-k must be >= 1, got {top_k}")
+    from lt_ray import predict as P
+    from lt_ray.engine import resolve_device
+    from lt_ray.metrics import EVAL_SPLITS
+
+    if split is not None and split not in EVAL_SPLITS:
+        raise LTRayError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
+    try:
+        torch_device = resolve_device(device)
+    except LTRayError as exc:
+        raise LTRayError(str(exc).replace("train.device=", "--device ")) from None
+    trained = P.load_trained(checkpoint, torch_device)
+    if split is None:
+        predictions = P.predict_images(trained, images, top_k=top_k, data_root=data_root)
+        click.echo(json.dumps(P.predictions_json(trained, predictions), indent=1) if as_json
+                   else P.format_predictions(trained, predictions))
+        return
+    metrics, per_class = P.evaluate_split(trained, split, data_root=data_root)
+    click.echo(json.dumps(P.metrics_json(trained, split, metrics, per_class), indent=1)
+               if as_json else P.format_metrics(trained, split, metrics))
+
+
 @main.command("list")
 def list_cmd() -> None:
     """Registered datasets, models, heads, losses, train rules, samplers and methods."""
@@ -254,10 +300,13 @@ def list_cmd() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Dotted override of the study's base config, e.g. --set train.epochs=30 "
               "(repeatable; not for grid axes or searched keys).")
+@click.option("--verbose", is_flag=True, help="Also show Ray Tune's status tables, Ray's "
+              "warnings and the trials' log lines.")
 @user_errors
 def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
           address: str | None, resume: bool, smoke: bool, dry_run: bool, no_dashboard: bool,
-          optuna_storage: str | None, data_root: str | None, overrides: tuple[str, ...]) -> None:
+          optuna_storage: str | None, data_root: str | None, overrides: tuple[str, ...],
+          verbose: bool) -> None:
     """Run the study SPACE (a YAML in search_spaces/) on Ray Tune.
 
     --set KEY=VALUE changes the study's base config before it is validated.
@@ -281,7 +330,7 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
         return
     run_sweep(spec, storage=storage, address=address, resume=resume,
               dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root,
-              smoke=smoke)
+              smoke=smoke, verbose=verbose)
 
 
 def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = None) -> str:
@@ -326,7 +375,8 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
 
 
 def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
-              optuna_storage: str | None, data_root: str | None, smoke: bool = False) -> None:
+              optuna_storage: str | None, data_root: str | None, smoke: bool = False,
+              verbose: bool = False) -> None:
     """Check study folder and data, start/join Ray, check resources, fit, export, summarize.
     A smoke run asks for no GPU where the cluster has none (it checks the YAML, not speed)."""
     from dataclasses import replace
@@ -334,16 +384,19 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
     from lt_ray.artifacts import study_root
     from lt_ray.data import build_dataset, resolve_root
     from lt_ray.results.provenance import collect_provenance
+    from lt_ray.tune.console import StudyConsole, quiet_ray
     from lt_ray.tune.export import export, summarize
     from lt_ray.tune.runner import (
         check_resources,
         check_study_dir,
+        dashboard_access,
         fit_study,
         has_gpus,
         prepare_stages,
         start_ray,
         stop_ray,
         study_dir_for,
+        total_trials,
         with_absolute_data_root,
         write_study_file,
     )
@@ -354,7 +407,8 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
     root = str(resolve_root(None, data_root))
     for data_cfg in {repr(c.data): c.data for c in map(spec.cell_config, spec.cells())}.values():
         build_dataset(data_cfg, root)  # download/verify each dataset once, in the driver
-    url = start_ray(address, dashboard=dashboard)
+    quiet_ray(verbose)
+    url = start_ray(address, dashboard=dashboard, verbose=verbose)
     try:
         if smoke and spec.gpu and not has_gpus():
             click.echo("smoke: this Ray has no GPU, the 2 trials run on the CPU")
@@ -365,15 +419,19 @@ def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, das
             write_study_file(study_dir, spec, collect_provenance({"cpu": spec.cpu,
                                                                    "gpu": spec.gpu}))
         if url:
-            click.echo(f"Ray dashboard: {url}")
+            access = dashboard_access()
+            click.echo(f"Ray dashboard: {url}" + (f"\n  ({access})" if access else ""))
         click.echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
                    f"trials, {slots} at once -> {study_dir}")
         artifacts = study_root(storage)
         built = prepare_stages(spec, artifacts, root)
         if built:
             click.echo(f"built {built} stage artifact(s) in {artifacts}")
+        console = StudyConsole(total_trials(spec), {c.index: c.label for c in spec.cells()
+                                                    if c.values}, spec.metrics[0], spec.modes[0])
         results = fit_study(spec, study_dir, resume=resume, data_root=root,
-                            optuna_storage=optuna_storage, artifacts=artifacts)
+                            optuna_storage=optuna_storage, artifacts=artifacts,
+                            console=console, verbose=verbose)
         paths, records = export(study_dir, results)
     finally:
         stop_ray()
@@ -391,6 +449,31 @@ def export_cmd(study_dir: str) -> None:
 
     paths, records = export_study_dir(study_dir)
     click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
+@click.argument("studies", nargs=-1, required=True, metavar="STUDY_DIR_OR_URI...")
+@click.option("--out", help="Report folder or URI (default: <first study>/analysis; required "
+              "when the first study is a URI).")
+@click.option("--select", metavar="METRIC", help="Validation metric that picks each group's "
+              "best trial (default: the study's first objective, else val_hm).")
+@click.option("--group-by", metavar="COLS", help="Comma-separated trials.parquet columns "
+              "(default: study,cell), e.g. method,imb_factor or cfg.method.name.")
+@click.option("--format", "formats", default="md,csv,tex", show_default=True,
+              metavar="md,csv,tex", help="Formats of the comparison table.")
+@user_errors
+def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
+            group_by: str | None, formats: str) -> None:
+    """Compare the best trials of one or more studies: tables, figures, report.md/.html.
+
+    Reads only the studies' Parquet files and study.json (no Ray)."""
+    from lt_ray.analysis import analyze as run_analysis
+
+    setup_logging()
+    report = run_analysis(list(studies), out=out, select=select, group_by=group_by,
+                          formats=formats)
+    click.echo(f"{len(report.table)} table row(s), {len(report.figures) // 2} figure(s) -> "
+               f"{report.out}/report.md, report.html")
 
 
 if __name__ == "__main__":  # pragma: no cover

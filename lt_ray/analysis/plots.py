@@ -15,13 +15,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from lt_ray.analysis import search
 from lt_ray.analysis.tables import METRIC_LABELS, pareto_mask
 from lt_ray.results import schema as S
 
 CURVE_METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr")
-OUTPUT_NAMES: dict[str, str] = {"": "recall", "old": "old head", "new": "new head",
+CURVE_STYLES: dict[str, str] = {"val": "--", "test": "-"}
+OUTPUT_NAMES: dict[str, str] = {"": "test recall", "old": "old head", "new": "new head",
                                 "ens": "ensemble"}
 DPI = 120
 
@@ -40,7 +43,9 @@ def render(fig: Figure) -> dict[str, bytes]:
 
 
 def _wrap(text: str, width: int = 70) -> str:
-    return "\n".join(textwrap.wrap(text, width)) or text
+    """``text`` on lines of at most ``width`` characters, broken at spaces and commas."""
+    lines = textwrap.wrap(text.replace(",", ", "), width, break_long_words=False)
+    return "\n".join(lines) or text
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:
@@ -60,8 +65,8 @@ def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
     order = classes[S.CLASS_INDEX].tolist()
     outputs = list(dict.fromkeys(data[S.OUTPUT]))
     n_classes = len(order)
-    width = min(max(7.0, 0.16 * n_classes * max(1.0, 0.7 * len(outputs)) + 2.5), 28.0)
-    fig = Figure(figsize=(width, 4.8))
+    width = min(max(7.0, 0.12 * n_classes * max(1.0, 0.7 * len(outputs)) + 2.5), 18.0)
+    fig = Figure(figsize=(width, 4.8 if n_classes <= 20 else 5.5))
     ax = fig.add_subplot()
     x = np.arange(n_classes)
     bar = 0.8 / len(outputs)
@@ -77,7 +82,10 @@ def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
     ax.set_xticks(x)
     names = [str(n) if pd.notna(n) else str(i) for n, i in
              zip(classes[S.CLASS_NAME], classes[S.CLASS_INDEX], strict=True)]
-    ax.set_xticklabels(names, rotation=90, fontsize=8 if n_classes <= 20 else 6)
+    if n_classes <= 10:
+        ax.set_xticklabels(names, fontsize=9)
+    else:
+        ax.set_xticklabels(names, rotation=90, fontsize=8 if n_classes <= 20 else 6)
     ax.set_xlim(-0.6, n_classes - 0.4)
     ax.grid(axis="y", alpha=0.3)
     twin = ax.twinx()
@@ -101,24 +109,27 @@ def learning_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
     axes = fig.subplots(2, 2, sharex=True).ravel()
     colors = _colors(len(curves))
     for ax, metric in zip(axes, CURVE_METRICS, strict=True):
-        for (label, epochs), color in zip(curves.items(), colors, strict=True):
-            for split, style in (("val", "--"), ("test", "-")):
+        for epochs, color in zip(curves.values(), colors, strict=True):
+            for split, style in CURVE_STYLES.items():
                 column = f"{split}_{metric}"
                 if column in epochs and epochs[column].notna().any():
                     points = epochs[[S.EPOCH, column]].dropna()
                     ax.plot(points[S.EPOCH], 100 * points[column], style, color=color,
-                            marker="." if len(points) < 30 else None,
-                            label=f"{label} ({split})")
+                            marker="." if len(points) < 30 else None)
         ax.set_title(f"{METRIC_LABELS[metric]} ({metric})", fontsize=10)
         ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
         ax.grid(alpha=0.3)
     for ax in axes[2:]:
         ax.set_xlabel("epoch")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, [_wrap(t, 60) for t in labels], loc="lower center", ncol=2, fontsize=8,
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=c, lw=2, label=_wrap(label, 60))
+               for label, c in zip(curves, colors, strict=True)]
+    handles += [Line2D([], [], color="black", ls=style, label=split)
+                for split, style in CURVE_STYLES.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
     fig.suptitle("Learning curves of the selected trials (val dashed, test solid)")
-    rows = (len(labels) + 1) // 2
+    rows = sum(h.get_label().count("\n") + 1 for h in handles) // 2 + 1
     fig.subplots_adjust(bottom=min(0.1 + 0.035 * rows, 0.5), hspace=0.25, top=0.92)
     return fig
 
@@ -148,11 +159,12 @@ def objective_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]]
                 best = search.best_so_far(100 * done[metric], mode)
                 ax.step(done["_order"], best, where="post", color=color, lw=1.2, alpha=0.8)
         ax.set_xlabel("trial (in start order)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(f"{metric} ({mode}); line: best so far", fontsize=10)
         ax.grid(alpha=0.3)
         if cells and len(trials):
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     failed = int((trials[S.STATUS] == "failed").sum())
     fig.suptitle(f"{title}: {len(trials)} search trials" + (f", {failed} failed (not shown)"
                                                            if failed else ""))
@@ -187,7 +199,7 @@ def pareto_figure(trials: pd.DataFrame, objectives: Sequence[tuple[str, str]],
                  fontsize=10)
     ax.grid(alpha=0.3)
     if cells:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -205,6 +217,8 @@ def importance_figure(importances: pd.DataFrame, title: str) -> Figure:
     ax.set_title(_wrap(title), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     if data.shape[1] > 1:
-        ax.legend([_wrap(str(c), 50) for c in data.columns], fontsize=7, loc="lower right")
+        handles = ax.get_legend_handles_labels()[0]
+        ax.legend(handles[::-1], [_wrap(str(c), 60) for c in data.columns][::-1], fontsize=7,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, title="cell")
     fig.tight_layout()
     return fig

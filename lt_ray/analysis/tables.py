@@ -53,8 +53,8 @@ def _group_key(key: Any) -> tuple[Any, ...]:
 
 def select_best(trials: pd.DataFrame, group_by: Sequence[str],
                 objectives: Mapping[str, tuple[str, str]]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per group that has a selectable trial: the group's best completed search trial
-    on its study's ``(metric, mode)``; plus a note for every group without one.
+    """One row per group of search trials that has a selectable one: the group's best completed
+    search trial on its study's ``(metric, mode)``; plus a note for every group without one.
 
     The rows are trials rows with ``selected_on`` (the metric) and ``selected_value_pct``.
     Ties go to the lower trial id.
@@ -62,7 +62,8 @@ def select_best(trials: pd.DataFrame, group_by: Sequence[str],
     rows: list[pd.Series] = []
     notes: list[str] = []
     candidates = search_trials(trials)
-    for key, group in trials.groupby(list(group_by), dropna=False, sort=True):
+    searched = trials[trials[S.REPEAT_OF].isna()]  # repeats are found through repeat_of
+    for key, group in searched.groupby(list(group_by), dropna=False, sort=True):
         key = _group_key(key)
         pool = candidates.loc[candidates.index.intersection(group.index)]
         best = None
@@ -188,14 +189,14 @@ def display_table(table: pd.DataFrame, group_by: Sequence[str]) -> pd.DataFrame:
         out[("", column)] = [format_value(v) for v in table[column]]
     if show_output:
         out[("", "output")] = [o or "—" for o in table[OUTPUT]]
+    out[("", "selected on")] = [str(s) for s in table[SELECTED_ON]]
+    out[("", "trial")] = [str(t) for t in table[S.TRIAL_ID]]
+    out[("", "n")] = [str(int(n)) for n in table[N]]
     for split, header in SPLIT_HEADERS.items():
         for metric, label in METRIC_LABELS.items():
             col = value_column(split, metric)
             out[(header, label)] = [_cell(m, s) for m, s in zip(table[col], table[col + "_std"],
                                                                 strict=True)]
-    out[("", "n")] = [str(int(n)) for n in table[N]]
-    out[("", "trial")] = [str(t) for t in table[S.TRIAL_ID]]
-    out[("", "selected on")] = [str(s) for s in table[SELECTED_ON]]
     frame = pd.DataFrame(out)
     frame.columns = pd.MultiIndex.from_tuples(list(out))
     return frame
@@ -223,11 +224,23 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_LATEX_SPECIALS = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (for a caption)."""
+    return "".join(_LATEX_SPECIALS.get(c, c) for c in text)
+
+
 def to_latex(frame: pd.DataFrame, caption: str) -> str:
-    """A LaTeX ``table`` (booktabs) of a display frame, via pandas (needs jinja2)."""
-    return frame.to_latex(index=False, escape=True, caption=caption,
+    """A LaTeX ``table`` (booktabs, UTF-8 input) of a display frame, via pandas (jinja2)."""
+    text_columns = sum(1 for top, _ in frame.columns if top == "")
+    body = frame.to_latex(index=False, escape=True, caption=latex_escape(caption),
                           label="tab:lt-ray-comparison", multicolumn_format="c",
-                          column_format="l" * frame.shape[1])
+                          column_format="l" * text_columns + "r" * (frame.shape[1]
+                                                                    - text_columns))
+    return "% lt-ray analyze: needs \\usepackage{booktabs}\n" + body
 
 
 def to_csv(table: pd.DataFrame) -> str:

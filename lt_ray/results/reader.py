@@ -40,8 +40,9 @@ def _types_mapper(kind: pa.DataType) -> object | None:
 def read_study(study_dir: Path | str) -> StudyTables:
     """Read ``trials``/``epochs``/``per_class.parquet`` from ``study_dir`` (a path or a URI).
 
-    Raises :class:`LTRayError` when the folder or a file is missing, unreadable, or lacks one
-    of the fixed columns of :mod:`lt_ray.results.schema`.
+    Raises :class:`LTRayError` when the folder or a file is missing, unreadable, written in
+    another results format version, or lacks one of the fixed columns of
+    :mod:`lt_ray.results.schema`.
     """
     study_dir = storage.normalize(study_dir)
     try:
@@ -64,6 +65,7 @@ def read_study(study_dir: Path | str) -> StudyTables:
             raise LTRayError(
                 f"cannot read {path}: {exc}; re-run `lt-ray export STUDY_DIR` to rewrite it"
             ) from None
+        _check_format(table, path)
         absent = [c for c in S.REQUIRED_COLUMNS[name] if c not in table.column_names]
         if absent:
             raise LTRayError(
@@ -76,6 +78,20 @@ def read_study(study_dir: Path | str) -> StudyTables:
         trials=frames[S.TRIALS_FILE],
         epochs=frames[S.EPOCHS_FILE],
         per_class=frames[S.PER_CLASS_FILE],
+    )
+
+
+def _check_format(table: pa.Table, path: str) -> None:
+    """Refuse a file whose schema metadata names another results format version."""
+    (key, expected), = S.METADATA.items()
+    found = (table.schema.metadata or {}).get(key)
+    if found == expected:
+        return
+    what = (f"is in lt-ray results format {found.decode(errors='replace')!r}" if found
+            else "has no lt-ray results format version (not written by lt-ray?)")
+    raise LTRayError(
+        f"{path} {what}; this lt-ray reads format {S.FORMAT_VERSION}: re-run "
+        f"`lt-ray export STUDY_DIR` with this lt-ray to rewrite it"
     )
 
 

@@ -170,14 +170,15 @@ def stop_ray() -> None:
 
 
 def start_ray(address: str | None, *, dashboard: bool, num_cpus: int | None = None,
-              num_gpus: int | None = None) -> str | None:
+              num_gpus: int | None = None, verbose: bool = True) -> str | None:
     """Join ``address`` (or $RAY_ADDRESS), else start a local Ray that listens on 127.0.0.1
-    only; return the dashboard URL. Stop it with :func:`stop_ray`."""
+    only; return the dashboard URL. Stop it with :func:`stop_ray`. Without ``verbose`` the
+    trials' log lines stay in Ray's log files instead of the console."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": True,
-                              "logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "configure_logging": True,
+                              "logging_level": logging.WARNING if verbose else logging.ERROR}
     if address is None:
         keep_on_loopback()
         temp_dir = os.environ.get("LT_RAY_TEMP_DIR")
@@ -228,6 +229,23 @@ def _fits(resources: dict[str, float], spec: SweepSpec) -> int:
     if spec.gpu:
         per_node = min(per_node, math.floor(gpu / spec.gpu + 1e-9))
     return per_node
+
+
+def dashboard_access() -> str:
+    """How to get past the dashboard's "Authentication Token Required" dialog (Ray 2.60 token
+    auth), or "" when the cluster does not use tokens."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        enabled = is_token_auth_enabled()
+    except ImportError:  # another Ray: say it anyway when a token is configured
+        enabled = os.environ.get("RAY_AUTH_MODE") == "token"
+    if not enabled:
+        return ""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    where = "$RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else path
+    return (f"token auth is on: paste the token from {where} (`ray get-auth-token` prints it) "
+            "into the dashboard's 'Authentication Token Required' dialog")
 
 
 def has_gpus() -> bool:
@@ -417,10 +435,17 @@ def make_scheduler(spec: SweepSpec) -> Any:
     })
 
 
+def total_trials(spec: SweepSpec) -> int:
+    """Search trials and seed repeats of the whole study."""
+    return (spec.num_samples + spec.repeat_top_k * len(spec.repeat_seeds)) * len(spec.cells())
+
+
 def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root: str | None,
-              optuna_storage: str | None, artifacts: str | None = None) -> Any:
+              optuna_storage: str | None, artifacts: str | None = None,
+              console: Any = None, verbose: bool = True) -> Any:
     """Fit (or, with ``resume``, restore and finish) the study's Tuner; returns its ResultGrid.
-    ``artifacts``: where the stage-1 runs live (default: ``<storage>/artifacts``)."""
+    ``artifacts``: where the stage-1 runs live (default: ``<storage>/artifacts``);
+    ``console``: a Tune callback that reports progress; ``verbose``: Tune's own tables."""
     from ray import tune
 
     from lt_ray import artifacts as A
@@ -433,9 +458,9 @@ def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root
     if resume and tune.Tuner.can_restore(tune_dir):
         log.info("restoring %s", tune_dir)
         tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True,
-                                   resume_errored=True)
-        return tuner.fit()
-    total = (spec.num_samples + spec.repeat_top_k * len(spec.repeat_seeds)) * len(spec.cells())
+                                   resume_errored=True)  # its callbacks, the console included
+        return _fit_quietly(tuner, verbose)
+    total = total_trials(spec)
     tune_config = tune.TuneConfig(
         search_alg=make_search(spec, optuna_storage), scheduler=make_scheduler(spec),
         num_samples=total, max_concurrent_trials=spec.max_concurrent,
@@ -446,11 +471,29 @@ def fit_study(spec: SweepSpec, study_dir: str | Path, *, resume: bool, data_root
         name=TUNE_DIR, storage_path=study_dir,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[MarkStoppedTrials()], verbose=1,
+        callbacks=[MarkStoppedTrials(), *([console] if console is not None else [])],
+        verbose=1 if verbose else 0,
     )
-    log.info("%d cell(s) x %d trials, at most %d at once", len(spec.cells()), spec.num_samples,
+    log.debug("%d cell(s) x %d trials, at most %d at once", len(spec.cells()), spec.num_samples,
              spec.max_concurrent)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config).fit()
+    return _fit_quietly(tune.Tuner(trainable, tune_config=tune_config, run_config=run_config),
+                        verbose)
+
+
+def _fit_quietly(tuner: Any, verbose: bool) -> Any:
+    """``tuner.fit()``; without ``verbose`` through Tune's classic reporter at verbosity 0,
+    which prints nothing (the new output engine prints its experiment heading regardless)."""
+    if verbose:
+        return tuner.fit()
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        return tuner.fit()
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
 
 
 def short_trial_name(trial: Any) -> str:

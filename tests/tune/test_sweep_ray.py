@@ -75,6 +75,9 @@ def test_sweep_runs_trials_records_failures_and_writes_parquet(tmp_path):
     assert set(per_class.trial_id) == set(trials.trial_id)
     assert len(per_class) == 4 * 3 * 4  # trials x splits (val, test, fulltest) x classes
     assert "best val_acc" in res.output
+    # the console: one line per finished trial, no Ray Tune status tables
+    assert "[4/4] optim.momentum=" in res.output and "| val_acc " in res.output
+    assert "Trial status" not in res.output and "Configuration for experiment" not in res.output
     # export again: idempotent
     before = trials.sort_values("trial_id").reset_index(drop=True)
     assert CliRunner().invoke(main, ["export", str(folder)]).exit_code == 0

@@ -1,0 +1,505 @@
+"""``analyze``: study folders -> comparison tables, figures, ``report.md`` and ``report.html``.
+
+The report is built once as a list of blocks (headings, text, tables, figures) and rendered
+twice: Markdown with relative figure links (reads on GitHub) and one self-contained HTML file
+(figures inlined as base64 PNG). Everything is checked before the first file is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from lt_ray import __version__, storage
+from lt_ray.analysis import plots, search
+from lt_ray.analysis import tables as T
+from lt_ray.analysis.data import (
+    Study,
+    all_trials,
+    load_studies,
+    objectives_by_study,
+    parse_formats,
+    parse_group_by,
+)
+from lt_ray.errors import LTRayError
+from lt_ray.results import schema as S
+
+FIGURES_DIR = "figures"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+TABLE_STEM = "comparison"
+OUT_SUBDIR = "analysis"  # default output: <first study>/analysis/
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`analyze` made: the numeric comparison table (values in %), the files it
+    wrote (full paths or URIs), the figures (names relative to ``out``) and its notes."""
+
+    out: str
+    table: pd.DataFrame
+    files: tuple[str, ...]
+    figures: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+# --- report blocks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str  # Markdown inline: `code` only
+
+
+@dataclass(frozen=True)
+class Items:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # figure stem: figures/<name>.png and .svg
+    caption: str
+
+
+Block = Heading | Text | Items | Table | Image
+
+
+@dataclass
+class _Build:
+    blocks: list[Block] = field(default_factory=list)
+    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)  # name -> png/svg bytes
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *blocks: Block) -> None:
+        self.blocks.extend(blocks)
+
+    def figure(self, name: str, fig: Any, caption: str) -> None:
+        self.figures[name] = plots.render(fig)
+        self.add(Image(name, caption))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.add(Text(text))
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+            out: str | os.PathLike[str] | None = None, select: str | None = None,
+            group_by: str | Sequence[str] | None = None,
+            formats: str | Sequence[str] = ("md", "csv", "tex")) -> Report:
+    """Compare the studies in ``paths`` (folders or URIs) and write the report into ``out``.
+
+    Args:
+        paths: one or more study folders/URIs; several give one table.
+        out: output folder or URI (default: ``<first study>/analysis``; required for a URI).
+        select: the validation metric that picks each group's best trial (default: each
+            study's first objective from study.json, else ``val_hm``).
+        group_by: columns of trials.parquet to group by (default: study, cell).
+        formats: the comparison table's file formats, among md, csv, tex.
+
+    Raises:
+        LTRayError: before anything is written, for a folder without study Parquet, Parquet
+            of another format version, an unknown ``select`` metric, ``group_by`` column or
+            format, or a URI study without ``out``.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    locations = [os.fspath(p) for p in items]
+    fmts = parse_formats(formats)
+    out_dir = _out_dir(locations, out)
+    studies = load_studies(locations)
+    trials = all_trials(studies)
+    groups = parse_group_by(group_by, trials)
+    objectives = objectives_by_study(studies, select, trials, groups)
+
+    build = _Build()
+    selected, missing = T.select_best(trials, groups, objectives)
+    table = T.comparison_table(trials, selected, groups)
+    display = T.display_table(table, groups)
+    caption = _table_caption(objectives)
+    _header(build, studies, trials)
+    _selection_section(build, groups, objectives)
+    _comparison_section(build, table, display, missing, fmts)
+    _trials_section(build, studies)
+    _per_class_section(build, studies, trials, selected, groups)
+    _curves_section(build, studies, selected, groups)
+    _search_section(build, studies, objectives)
+    _provenance_section(build, studies)
+
+    files = {f"{TABLE_STEM}.{fmt}": _table_text(fmt, table, display, caption).encode()
+             for fmt in fmts}
+    for name, rendered in build.figures.items():
+        for fmt, data in rendered.items():
+            files[f"{FIGURES_DIR}/{name}.{fmt}"] = data
+    title = "lt-ray analysis: " + ", ".join(s.name for s in studies)
+    files[REPORT_MD] = render_markdown(build.blocks).encode()
+    files[REPORT_HTML] = render_html(title, build.blocks, build.figures).encode()
+
+    written = []
+    for name, data in files.items():
+        path = storage.join(out_dir, *name.split("/"))
+        storage.write_bytes(path, data)
+        written.append(path)
+    return Report(out=out_dir, table=table, files=tuple(written),
+                  figures=tuple(f"{FIGURES_DIR}/{n}.{fmt}" for n in build.figures
+                                for fmt in ("png", "svg")),
+                  notes=tuple(build.notes))
+
+
+def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str) -> str:
+    if fmt == "csv":
+        return T.to_csv(table)
+    if fmt == "tex":
+        return T.to_latex(display, caption)
+    legend = "\n\n".join(_legends(table))
+    return f"{caption}\n\n{T.to_markdown(display)}\n\n{legend}\n"
+
+
+def _out_dir(locations: Sequence[str], out: str | os.PathLike[str] | None) -> str:
+    if not locations:
+        raise LTRayError("give at least one study folder or URI")
+    if out is None:
+        if storage.is_uri(locations[0]):
+            raise LTRayError(f"--out is required when the first study is a URI "
+                             f"({locations[0]}); give a folder or URI for the report")
+        out_dir = storage.join(storage.normalize(locations[0]), OUT_SUBDIR)
+    else:
+        out_dir = storage.normalize(out)
+    if not storage.is_uri(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise LTRayError(f"--out {out_dir} is a file; give a folder")
+    return out_dir
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "all"
+
+
+def _table_caption(objectives: dict[str, tuple[str, str]]) -> str:
+    how = ", ".join(sorted({f"{m} ({o})" for m, o in objectives.values()}))
+    return (f"Best completed search trial per group, selected on {how}; test-half metrics in % "
+            f"(mean ± std over the seed repeats when n > 1).")
+
+
+def _legends(table: pd.DataFrame) -> list[str]:
+    lines = [
+        f"*{T.FULLTEST_HEADER}*: the columns marked `fulltest` are the whole official test set "
+        "(the papers' protocol); its validation half drove the selection, so they are "
+        "optimistic. The test-half columns are the held-out half no search saw.",
+        "`–`: an empty shot group (no class with that many training images: many > 100, "
+        "medium 20–100, few < 20) or a metric the run did not report.",
+    ]
+    if (table[T.OUTPUT] != "").any():
+        lines.append("`output` (GML): `old` = the base model's head, `new` = the re-trained head, "
+                     "`ens` = their ensemble; the selection metric is the output the config "
+                     "reports (`method.args.ensemble`).")
+    return lines
+
+
+def _header(build: _Build, studies: Sequence[Study], trials: pd.DataFrame) -> None:
+    build.add(Heading(1, "lt-ray analysis: " + ", ".join(s.name for s in studies)),
+              Text(f"{len(trials)} trials from {len(studies)} study folder(s): "
+                   + ", ".join(f"`{s.path}`" for s in studies)
+                   + f". Made by `lt-ray analyze` (lt-ray {__version__}) from the study's "
+                   "Parquet tables; the figures are PNG with an SVG twin in `figures/`."))
+
+
+def _selection_section(build: _Build, groups: Sequence[str],
+                       objectives: dict[str, tuple[str, str]]) -> None:
+    how = "; ".join(f"`{m}` ({o}) in {n}" for n, (m, o) in objectives.items())
+    build.add(Heading(2, "How the trials were selected"), Text(
+        f"Trials are grouped by {', '.join(f'`{g}`' for g in groups)}. In each group, among the "
+        f"completed search trials (seed repeats and early-stopped, failed or interrupted trials "
+        f"excluded), the trial with the best validation metric is selected: {how}. The tables "
+        "report its last-epoch metrics on the test half of the official test set, which the "
+        "search never saw. When the selected trial has seed repeats (trials whose `repeat_of` "
+        "is its id), the value is the mean ± std over those repeats, the new seeds only: the "
+        "selected trial itself is left out because the selection biased it upward; `n` is the "
+        "number of runs behind each value (1: the selected trial alone)."))
+
+
+def _comparison_section(build: _Build, table: pd.DataFrame, display: pd.DataFrame,
+                        missing: Sequence[str], fmts: Sequence[str]) -> None:
+    build.add(Heading(2, "Comparison (%)"))
+    if table.empty:
+        build.note("No group has a completed search trial to select: the comparison table is "
+                   "empty (see Trials below).")
+    else:
+        build.add(Table(display), *(Text(line) for line in _legends(table)))
+    if missing:
+        build.add(Text("Groups without a selected trial:"), Items(tuple(missing)))
+        build.notes.extend(missing)
+    build.add(Text("The same table: " + ", ".join(f"[`{TABLE_STEM}.{f}`]({TABLE_STEM}.{f})"
+                                                  for f in fmts) + "."))
+
+
+def _trials_section(build: _Build, studies: Sequence[Study]) -> None:
+    rows = []
+    for study in studies:
+        t = study.tables.trials
+        counts = t[S.STATUS].value_counts()
+        rows.append({"study": study.name, "cells": str(t[S.CELL].nunique()),
+                     "trials": str(len(t)),
+                     **{s.replace("_", " "): str(int(counts.get(s, 0))) for s in S.STATUSES},
+                     "seed repeats": str(int(t[S.REPEAT_OF].notna().sum()))})
+    build.add(Heading(2, "Trials"), Table(pd.DataFrame(rows)))
+    for study in studies:
+        t = study.tables.trials
+        if len(t) and (t[S.STATUS] == "completed").any():
+            continue
+        text = (f"Study {study.name} has no completed trial ({T.status_counts(t)})."
+                if len(t) else f"Study {study.name} has no trial.")
+        build.note(text)
+        errors = t.loc[t[S.STATUS] == "failed", [S.TRIAL_ID, S.ERROR]].head(3)
+        if len(errors):
+            build.add(Text("First errors:"), Items(tuple(
+                f"`{r[S.TRIAL_ID]}`: {_first_line(r[S.ERROR])}" for _, r in errors.iterrows())))
+
+
+def _first_line(error: Any) -> str:
+    if pd.isna(error) or not str(error).strip():
+        return "(no message)"
+    return str(error).strip().splitlines()[0][:300]
+
+
+def _group_name(row: pd.Series, groups: Sequence[str]) -> str:
+    return T.group_label(groups, [row[g] for g in groups])
+
+
+def _per_class_section(build: _Build, studies: Sequence[Study], trials: pd.DataFrame,
+                       selected: pd.DataFrame, groups: Sequence[str]) -> None:
+    build.add(Heading(2, "Per-class recall"))
+    if selected.empty:
+        build.add(Text("No selected trial: nothing to plot."))
+        return
+    build.add(Text("Test-half recall of every class of each selected trial (bars, %), classes "
+                   "sorted from head to tail by their training images (black line, log axis). "
+                   "With seed repeats the bars are the mean over the repeats, the error bars "
+                   "their std."))
+    per_class = {s.name: s.tables.per_class for s in studies}
+    for i, (_, row) in enumerate(selected.iterrows(), start=1):
+        repeats = T.repeats_of(trials, row[S.STUDY], row[S.TRIAL_ID])
+        ids = list(repeats[S.TRIAL_ID]) if len(repeats) else [row[S.TRIAL_ID]]
+        data = _per_class_data(per_class[row[S.STUDY]], ids, T.outputs_of(row))
+        label = _group_name(row, groups)
+        if data.empty:
+            build.add(Text(f"{label}: no per-class rows for trial `{row[S.TRIAL_ID]}`."))
+            continue
+        runs = (f"mean ± std over {len(ids)} seed repeats" if len(repeats)
+                else f"trial {row[S.TRIAL_ID]}")
+        title = f"Per-class test recall: {label} ({runs}; selected on {row[T.SELECTED_ON]})"
+        build.figure(f"per_class_{i:02d}_{_slug(label)}", plots.per_class_figure(data, title),
+                     title)
+
+
+def _per_class_data(per_class: pd.DataFrame, trial_ids: list[str],
+                    outputs: list[str]) -> pd.DataFrame:
+    rows = per_class[per_class[S.TRIAL_ID].isin(trial_ids) & (per_class[S.SPLIT] == "test")]
+    if outputs:
+        rows = rows[rows[S.OUTPUT].isin(outputs)]
+    else:
+        rows = rows[rows[S.OUTPUT].isna()].assign(**{S.OUTPUT: ""})
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(recall_pct=100 * rows[S.RECALL])
+    data = rows.groupby([S.OUTPUT, S.CLASS_INDEX], sort=False).agg(
+        class_name=(S.CLASS_NAME, "first"), train_count=(S.TRAIN_COUNT, "first"),
+        mean=("recall_pct", "mean"), std=("recall_pct", "std")).reset_index()
+    order = data[S.OUTPUT].map({o: i for i, o in enumerate(outputs or [""])})
+    return data.assign(_order=order).sort_values(["_order", S.CLASS_INDEX]).drop(
+        columns="_order").reset_index(drop=True)
+
+
+def _curves_section(build: _Build, studies: Sequence[Study], selected: pd.DataFrame,
+                    groups: Sequence[str]) -> None:
+    build.add(Heading(2, "Learning curves"))
+    epochs = {s.name: s.tables.epochs for s in studies}
+    curves = {}
+    for _, row in selected.iterrows():
+        e = epochs[row[S.STUDY]]
+        part = e[e[S.TRIAL_ID] == row[S.TRIAL_ID]].sort_values(S.EPOCH)
+        if len(part):
+            curves[f"{_group_name(row, groups)} [{row[S.TRIAL_ID]}]"] = part
+    if not curves:
+        build.add(Text("No epoch rows for the selected trials: nothing to plot."))
+        return
+    build.figure("learning_curves", plots.learning_curves_figure(curves),
+                 "Val (dashed) and test (solid) Acc, GM, HM and LR per epoch of the selected "
+                 "trials (the output the config reports)")
+
+
+def _search_section(build: _Build, studies: Sequence[Study],
+                    objectives: dict[str, tuple[str, str]]) -> None:
+    build.add(Heading(2, "Search"))
+    for study in studies:
+        t = study.tables.trials
+        build.add(Heading(3, study.name))
+        own = [(m, o) for m, o in study.objectives if m in t.columns]
+        metric, mode = objectives[study.name]
+        shown = own or ([(metric, mode)] if metric in t.columns else [])
+        if not len(t) or not shown:
+            build.add(Text("No trial." if not len(t) else
+                           f"No objective column ({metric}) in this study: nothing to plot."))
+            continue
+        slug = _slug(study.name)
+        build.figure(f"search_{slug}", plots.objective_figure(t, shown, study.name),
+                     f"{study.name}: " + ", ".join(m for m, _ in shown)
+                     + " of each search trial in start order, with the best so far per cell")
+        if len(own) >= 2:
+            _pareto(build, study, own, slug)
+        _importance(build, study, *objectives[study.name])
+
+
+def _pareto(build: _Build, study: Study, objectives: Sequence[tuple[str, str]],
+            slug: str) -> None:
+    metrics, modes = [m for m, _ in objectives], [o for _, o in objectives]
+    build.figure(f"pareto_{slug}", plots.pareto_figure(study.tables.trials, objectives,
+                                                       study.name),
+                 f"{study.name}: Pareto front of " + " vs ".join(metrics)
+                 + " (completed search trials, one front per cell)")
+    fronts = []
+    for cell, part in T.search_trials(study.tables.trials).groupby(S.CELL, sort=True):
+        front = part[T.pareto_mask(part[metrics], modes)][S.TRIAL_ID]
+        fronts.append(f"{cell or 'all trials'}: " + (", ".join(f"`{x}`" for x in front)
+                                                     or "none"))
+    build.add(Text(f"Non-dominated trials on {', '.join(metrics)}, per cell:"),
+              Items(tuple(fronts) or ("no completed search trial",)))
+
+
+def _importance(build: _Build, study: Study, metric: str, mode: str) -> None:
+    done = T.search_trials(study.tables.trials)
+    if metric not in done.columns:
+        build.add(Text(f"Parameter importance: skipped (no {metric} column in this study)."))
+        return
+    results: dict[str, dict[str, float]] = {}
+    hows = []
+    for cell, part in done.groupby(S.CELL, sort=True):
+        importances, how = search.param_importances(part, metric, mode)
+        name = str(cell) or "all trials"
+        if importances is None:
+            build.add(Text(f"Parameter importance, {name}: skipped ({how})."))
+        else:
+            results[name] = importances
+            hows.append(how)
+    if done.empty:
+        build.add(Text("Parameter importance: skipped (no completed search trial)."))
+    if results:
+        frame = pd.DataFrame(results)
+        frame.index = [str(i) for i in frame.index]
+        title = f"{study.name}: parameter importance for {metric}"
+        build.figure(f"importance_{_slug(study.name)}", plots.importance_figure(frame, title),
+                     f"{title}. {hows[0]}; one search per cell.")
+
+
+PROVENANCE_LABELS: dict[str, str] = {
+    "lt_ray_version": "lt-ray", "git_sha": "git sha", "torch_version": "torch",
+    "ray_version": "ray", "optuna_version": "optuna", "device": "device", "gpu_name": "GPU",
+    "hostname": "host",
+}
+
+
+def _provenance_section(build: _Build, studies: Sequence[Study]) -> None:
+    rows = []
+    for study in studies:
+        t = study.tables.trials
+        meta = study.meta.get("provenance") or {}
+        row = {"study": study.name}
+        for column, label in PROVENANCE_LABELS.items():
+            values = {str(v) for v in t[column].dropna()} if column in t else set()
+            if meta.get(column) not in (None, ""):
+                values.add(str(meta[column]))
+            if column == "git_sha":
+                values = {v[:12] for v in values}
+            row[label] = ", ".join(sorted(values)) or "–"
+        dirty = (bool(t["git_dirty"].fillna(False).any()) if "git_dirty" in t else False)
+        if dirty or meta.get("git_dirty"):
+            row["git sha"] += " (dirty)"
+        rows.append(row)
+    build.add(Heading(2, "Provenance"), Text(
+        "The code and machines behind each study (from `study.json` and the trial rows; "
+        "device, GPU and host are where the trials really ran)."), Table(pd.DataFrame(rows)))
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """GitHub Markdown; figures linked as ``figures/<name>.png`` (relative)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Text):
+            parts.append(block.text)
+        elif isinstance(block, Items):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            parts.append(T.to_markdown(block.frame))
+        else:
+            png, svg = f"{FIGURES_DIR}/{block.name}.png", f"{FIGURES_DIR}/{block.name}.svg"
+            parts.append(f"![{_alt(block.caption)}]({png})\n\n*{block.caption}* ([SVG]({svg}))")
+    return "\n\n".join(parts) + "\n"
+
+
+def _alt(text: str) -> str:
+    return text.replace("[", "(").replace("]", ")")
+
+
+def _inline_html(text: str) -> str:
+    escaped = html.escape(text)
+    escaped = re.sub(r"\[`([^`]+)`\]\(([^)\s]+)\)", r"<code>\1</code>", escaped)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*([^*]+)\*", r"<em>\1</em>",
+                                                          escaped))
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.85em;margin:1em 0;
+display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;
+white-space:nowrap}th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}
+figcaption{font-size:0.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
+
+
+def render_html(title: str, blocks: Sequence[Block],
+                figures: dict[str, dict[str, bytes]]) -> str:
+    """One self-contained HTML page: inline CSS, figures as base64 PNG, no external asset."""
+    body = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            body.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Items):
+            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items)
+                        + "</ul>")
+        elif isinstance(block, Table):
+            body.append(block.frame.to_html(index=False, border=0, escape=True))
+        else:
+            data = base64.b64encode(figures[block.name]["png"]).decode()
+            body.append(f'<figure><img src="data:image/png;base64,{data}" '
+                        f'alt="{html.escape(block.caption)}"><figcaption>'
+                        f"{html.escape(block.caption)}</figcaption></figure>")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
