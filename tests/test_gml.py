@@ -191,3 +191,18 @@ def test_a_pretrained_key_may_be_a_grid_axis_but_never_searched(tmp_path):
     path.write_text(yaml.safe_dump(study))
     res = CliRunner().invoke(main, ["sweep", str(path), "--dry-run"])
     assert res.exit_code == 2 and "never searched" in res.output, res.output
+
+
+def test_seed_repeats_of_a_staged_study_need_one_base_per_seed():
+    from lt_ray.tune.runner import stage_levels
+    from lt_ray.tune.space import parse_spec
+
+    study = {"name": "s", "base": {**TINY, "method": {"name": "gml"},
+                                   "pretrained": {"method": {"name": "ce"}}},
+             "grid": {"method.args.ensemble": ["none", "prob"]},  # two cells, one base
+             "search": {"metric": "val_hm", "num_samples": 2}}
+    (level,) = stage_levels(parse_spec(study))
+    assert [s.seed for s in level] == [0]
+    study["repeat"] = {"top_k": 1, "seeds": [1, 2]}
+    (level,) = stage_levels(parse_spec(study))
+    assert sorted(s.seed for s in level) == [0, 1, 2]  # a repeat re-runs the whole pipeline

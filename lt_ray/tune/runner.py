@@ -307,15 +307,28 @@ def make_trainable(spec: SweepSpec, data_root: str | None, artifacts: str) -> An
     return tune.with_resources(fn, resources)
 
 
+def staged_configs(spec: SweepSpec) -> list[Any]:
+    """One config per cell and seed whose trials need stage artifacts: the cell's, and one per
+    seed of ``repeat:`` (a seed repeat re-runs the whole pipeline: its stages inherit the
+    seed)."""
+    out = []
+    for cell in spec.cells():
+        for seed in (None, *spec.repeat_seeds):
+            cfg = spec.cell_config(cell, None if seed is None else {"seed": seed})
+            if cfg.pretrained is not None:
+                out.append(cfg)
+    return out
+
+
 def stage_levels(spec: SweepSpec) -> list[list[Any]]:
-    """The distinct stage-1 configs the study's cells need, innermost stages first (a stage
+    """The distinct stage-1 configs the study's trials need, innermost stages first (a stage
     may have a stage of its own: an ensemble on a GML run on a CE run)."""
     from lt_ray.artifacts import config_hash, pretrained_config
 
     levels: list[dict[str, Any]] = []
-    for cell in spec.cells():
+    for cfg in staged_configs(spec):
         chain = []
-        stage = pretrained_config(spec.cell_config(cell))
+        stage = pretrained_config(cfg)
         while stage is not None:
             chain.append(stage)
             stage = pretrained_config(stage)
@@ -354,10 +367,11 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
             log.info("artifact %s (%s) -> %s", artifacts.config_hash(stage),
                      stage.method.name, folder)
         built += len(todo)
-    staged = [spec.cell_config(c) for c in spec.cells()]
+    one_per_base = {artifacts.config_hash(artifacts.pretrained_config(c)): c
+                    for c in staged_configs(spec)}  # a base's caches are shared by its cells
     warm = [ray.remote(prepare_method).options(
-        num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"prepare {c.method.name}",
-    ).remote(c.explicit, root, data_root, spec.gpu) for c in staged if c.pretrained is not None]
+        num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"prepare {c.method.name} on {key}",
+    ).remote(c.explicit, root, data_root, spec.gpu) for key, c in one_per_base.items()]
     _wait(warm)
     return built
 
