@@ -472,6 +472,10 @@ def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
     setup_logging()
     report = run_analysis(list(studies), out=out, select=select, group_by=group_by,
                           formats=formats)
+    click.echo(report.markdown)
+    per_class = [f for f in report.figures if "per_class" in f and f.endswith(".png")]
+    if per_class:
+        click.echo(f"per-class recall: {report.out}/{per_class[0]}")
     click.echo(f"{len(report.table)} table row(s), {len(report.figures) // 2} figure(s) -> "
                f"{report.out}/report.md, report.html")
 

@@ -48,6 +48,7 @@ class Report:
     files: tuple[str, ...]
     figures: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    markdown: str = ""  # the comparison table as Markdown (what the CLI prints)
 
 
 # --- report blocks -------------------------------------------------------------------------
@@ -163,7 +164,8 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     return Report(out=out_dir, table=table, files=tuple(written),
                   figures=tuple(f"{FIGURES_DIR}/{n}.{fmt}" for n in build.figures
                                 for fmt in ("png", "svg")),
-                  notes=tuple(build.notes))
+                  notes=tuple(build.notes),
+                  markdown=_table_text("md", table, display, caption))
 
 
 def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str) -> str:
