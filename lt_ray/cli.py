@@ -298,8 +298,10 @@ def list_cmd() -> None:
 @click.option("--data-root", type=click.Path(file_okay=False),
               help="Dataset folder (default: $LT_RAY_DATA, then the user cache).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Dotted override of the study's base config, e.g. --set train.epochs=30 "
-              "(repeatable; not for grid axes or searched keys).")
+              help="Dotted override of the study's base config, e.g. --set train.epochs=30, "
+                   "or of a study section: --set grid.data.imb_factor=[100], "
+                   "--set search.num_samples=4, --set repeat.seeds=[1,2] (repeatable; "
+                   "not for searched keys).")
 @click.option("--verbose", is_flag=True, help="Also show Ray Tune's status tables, Ray's "
               "warnings and the trials' log lines.")
 @user_errors
@@ -309,7 +311,8 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
           verbose: bool) -> None:
     """Run the study SPACE (a YAML in search_spaces/) on Ray Tune.
 
-    --set KEY=VALUE changes the study's base config before it is validated.
+    --set KEY=VALUE changes the study's base config (or its grid/search/repeat/resources/
+    scheduler sections) before it is validated.
     """
     from dataclasses import replace
 
@@ -342,6 +345,10 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
     cells = spec.cells()
     lines = [f"study {spec.name}: {len(cells)} grid cell(s) x {spec.num_samples} trials "
              f"= {len(cells) * spec.num_samples} trials",
+             *([f"seed repeats: the best {spec.repeat_top_k} per cell x seeds "
+                f"{list(spec.repeat_seeds)} = "
+                f"{len(cells) * spec.repeat_top_k * len(spec.repeat_seeds)} more trials"]
+               if spec.repeat_seeds else []),
              f"results: {study_dir_for(storage, spec.name)}",
              "objective: " + ", ".join(
                  f"{m} ({o})" for m, o in zip(spec.metrics, spec.modes, strict=True))
@@ -366,7 +373,7 @@ def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = No
     lines.append("grid cells:")
     lines += [f"  {c.id}: {c.label}" for c in cells]
     if overrides:
-        lines.append("overrides of base (--set): " + ", ".join(
+        lines.append("overrides (--set): " + ", ".join(
             f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()))
     lines.append("base config (resolved):")
     resolved = ExperimentConfig.from_dict(spec.base).to_dict()

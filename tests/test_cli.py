@@ -207,14 +207,17 @@ def test_sweep_set_overrides_the_base_and_shows_it(tmp_path):
     res = invoke("sweep", str(path), "--dry-run", "--set", "train.epochs=30",
                  "--set", "optim.weight_decay=5e-4")
     assert res.exit_code == 0, res.output
-    assert "overrides of base (--set): train.epochs=30, optim.weight_decay=0.0005" in res.output
+    assert "overrides (--set): train.epochs=30, optim.weight_decay=0.0005" in res.output
     assert "epochs: 30" in res.output and "weight_decay: 0.0005" in res.output
     for args, message in [
         (["--set", "method.name=focal"], "--set method.name: method.name is a grid axis"),
         (["--set", "optim.lr=0.1"], "--set optim.lr: optim.lr is searched"),
         (["--set", "optim={lr: 0.1}"], "optim.lr is searched"),
         (["--set", "train.epochs=0"], "train.epochs must be > 0"),
-        (["--set", "search.metric=val_acc"], "--set search.metric: unknown config key 'search'"),
+        (["--set", "grid.optim.lr=[0.1]"], "--set grid.optim.lr: optim.lr is not a grid axis "
+                                            "of this study (axes: method.name)"),
+        (["--set", "search.metric=val_bogus"], "val_bogus"),
+        (["--set", "search=3"], "--set search: name a key inside it"),
         (["--set", "train.epochs"], "KEY=VALUE"),
     ]:
         res = invoke("sweep", str(path), "--dry-run", *args)
@@ -222,6 +225,19 @@ def test_sweep_set_overrides_the_base_and_shows_it(tmp_path):
         assert message in res.output
         assert [line for line in res.output.splitlines() if line] == [res.output.strip()]
     assert "--set KEY=VALUE" in invoke("sweep", "--help").output
+
+
+def test_sweep_set_sizes_the_study_sections(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("base: {data: {dataset: synthetic}, train: {epochs: 2}}\n"
+                    "grid: {method.name: [ce, bsce, focal]}\n"
+                    "space: {optim.lr: {loguniform: [0.01, 0.1]}}\n"
+                    "search: {num_samples: 8}\n")
+    res = invoke("sweep", str(path), "--dry-run", "--set", "grid.method.name=[bsce]",
+                 "--set", "search.num_samples=2", "--set", "repeat.seeds=[1,2]")
+    assert res.exit_code == 0, res.output
+    assert "1 grid cell(s) x 2 trials" in res.output
+    assert "method.name=bsce" in res.output and "method.name=focal" not in res.output
 
 
 def test_list_shows_declared_heads_and_weights():

@@ -103,7 +103,20 @@ def _history(result: Any) -> list[dict[str, Any]]:
         df = df[df[FAILED_KEY].isna()]
     named = set(output_metric_columns(df.columns))
     keep = [c for c in df.columns if c in HISTORY_KEYS or c in ALL_NAMES or c in named]
-    return [{k: _num(v) for k, v in row.items()} for row in df[keep].to_dict("records")]
+    return final_run([{k: _num(v) for k, v in row.items()} for row in df[keep].to_dict("records")])
+
+
+def final_run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epochs of the run that finished, in order: a trial restored from an older checkpoint
+    (or started over) reports some epochs again, and a report of epoch e replaces the earlier
+    reports of e and of every epoch after it."""
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        epoch = row.get("epoch")
+        while epoch is not None and kept and (kept[-1].get("epoch") or 0) >= epoch:
+            kept.pop()
+        kept.append(row)
+    return kept
 
 
 def _final_json(result: Any) -> dict[str, Any]:

@@ -170,8 +170,8 @@ class CellSearch(Searcher):
                 or self._suggested[cell] < self._budgets[cell] or searched_live):
             return
         _, mode = self._objective
-        ranked = sorted(self._scores[cell].items(), key=lambda kv: kv[1],
-                        reverse=mode == "max")
+        sign = -1.0 if mode == "max" else 1.0  # best first; a tie goes to the earlier trial id
+        ranked = sorted(self._scores[cell].items(), key=lambda kv: (sign * kv[1], kv[0]))
         self._repeats[cell] = [
             {**self._configs[source], "seed": seed, REPEAT_KEY: source}
             for source, _ in ranked[: self._repeat_top_k] for seed in self._repeat_seeds

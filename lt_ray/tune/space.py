@@ -219,8 +219,11 @@ def _stem(path: str) -> str:
 def parse_spec(
     raw: dict[str, Any], default_name: str = "study", overrides: dict[str, Any] | None = None
 ) -> SweepSpec:
-    """Validate a study mapping; ``overrides`` are dotted changes of its ``base`` (``--set``)."""
+    """Validate a study mapping; ``overrides`` (``--set``) are dotted changes of its ``base``,
+    or of its study sections: ``grid.AXIS=[...]`` (an existing axis), ``search.KEY``,
+    ``repeat.KEY``, ``resources.KEY``, ``scheduler.KEY``."""
     _check_keys(raw, TOP_KEYS, "")
+    raw, overrides = _apply_study_overrides(raw, overrides or {})
     name = str(raw.get("name", default_name))
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"name={name!r}: use letters, digits, '-' and '_' only")
@@ -464,6 +467,37 @@ def _check_conditions(spec: SweepSpec) -> None:
                 raise ConfigError(
                     f"space.{p.key}.when: {[key]} are neither searched nor grid keys"
                 )
+
+
+STUDY_SECTIONS = ("grid", "search", "repeat", "resources", "scheduler")  # --set grid.X=[...]
+
+
+def _apply_study_overrides(raw: dict[str, Any], overrides: dict[str, Any]
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply the ``--set`` keys of the study sections to a copy of ``raw``; the rest are
+    returned for the base. The sections' own checks then validate the values."""
+    out = copy.deepcopy(raw)
+    rest = {}
+    for key, value in overrides.items():
+        section, _, sub = key.partition(".")
+        if section not in STUDY_SECTIONS:
+            rest[key] = value
+            continue
+        if not sub:
+            raise ConfigError(f"--set {key}: name a key inside it, e.g. --set {section}.KEY=...")
+        node = out.get(section) or {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"{section}: must be a mapping")
+        if section == "grid":
+            if sub not in node:
+                known = ", ".join(node) or "none"
+                raise ConfigError(f"--set {key}: {sub} is not a grid axis of this study "
+                                  f"(axes: {known}); edit the study file to add one")
+            if not isinstance(value, list):
+                value = [value]
+        node = {**node, sub: value}
+        out[section] = node
+    return out, rest
 
 
 def _apply_overrides(base: dict[str, Any], overrides: dict[str, Any],

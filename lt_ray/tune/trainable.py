@@ -4,11 +4,14 @@ Every evaluated epoch is reported with ``tune.report`` (flat ``{split}_{metric}`
 device the trial trains on) and the resumable checkpoint; the last report also carries
 ``final.json`` (per-class recall, class names, train counts) inside its checkpoint, which the
 Parquet export reads. A trial restarted by Tune (a lost node or actor) continues from
-``tune.get_checkpoint()``.
+``tune.get_checkpoint()``; if that checkpoint is gone from storage (Tune deletes a trial's
+older checkpoint as soon as a newer one is reported, and a driver killed before its next state
+snapshot restores the older one), the trial starts over and says so in its log.
 
 An error inside the run (NaN loss, missing data, a bad value) is deterministic: retrying it
 would fail again. The trial therefore reports it under ``FAILED_KEY`` and ends, so Tune's
-``max_failures`` retries only trials lost with a node or an actor, Optuna records the trial as
+``max_failures`` retries only trials lost with a node or an actor, or whose report could not
+reach the storage (:class:`StorageIOError`, re-raised to Tune). Optuna records the trial as
 FAIL and ``trials.parquet`` as ``failed`` with the message.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 import socket
@@ -32,6 +36,13 @@ from lt_ray.experiment import CHECKPOINT_FILE, run
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY
 
 FINAL_FILE = "final.json"
+
+log = logging.getLogger(__name__)
+
+
+class StorageIOError(Exception):
+    """Tune could not write a report or checkpoint to the study storage: not the run's fault,
+    so it goes to Tune (which retries the trial up to ``max_failures``)."""
 
 
 def trial_device(requested: str, gpus: float) -> str:
@@ -65,6 +76,8 @@ def train_trial(
     node = socket.gethostname()
     try:
         _train(config, base, cells, data_root, resources, artifacts)
+    except StorageIOError as exc:
+        raise exc.__cause__ or exc from None
     except Exception as exc:  # noqa: BLE001 - every error of the run is reported, not retried
         message = f"{type(exc).__name__}: {exc}".strip()
         tune.report({FAILED_KEY: message[:2000], "node": node,
@@ -80,12 +93,7 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
     cfg = cfg.replace({"train.device": device})
     data = load_trial_data(cfg, data_root)
     work = Path(tempfile.mkdtemp(prefix="lt-ray-trial-"))
-    resume = False
-    previous = tune.get_checkpoint()
-    if previous is not None:
-        with previous.as_directory() as folder:
-            shutil.copy2(Path(folder) / CHECKPOINT_FILE, work / CHECKPOINT_FILE)
-        resume = True
+    resume = restore_checkpoint(tune.get_checkpoint(), work)
 
     def report(record: dict[str, Any], checkpoint: Path | None,
                per_class: dict[str, list[float]]) -> None:
@@ -96,7 +104,7 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
 
             metrics["gpu_name"] = torch.cuda.get_device_name(torch.device(device))
         if checkpoint is None:
-            tune.report(metrics)
+            _report(metrics, None)
             return
         with tempfile.TemporaryDirectory(prefix="lt-ray-ckpt-") as folder:
             shutil.copy2(checkpoint, Path(folder) / CHECKPOINT_FILE)
@@ -107,13 +115,36 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
                     "train_class_counts": data.class_counts.tolist(),
                 }
                 (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            _report(metrics, tune.Checkpoint.from_directory(folder))
 
     try:
         run(cfg, work, data=data, report=report, resume=resume, artifacts=artifacts,
             build_artifacts=False)  # the driver built them
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def restore_checkpoint(previous: Any, work: Path) -> bool:
+    """Copy Tune's checkpoint of this trial into ``work``; False when there is none to resume
+    from (a new trial, or a checkpoint that is no longer in the storage)."""
+    if previous is None:
+        return False
+    try:
+        with previous.as_directory() as folder:
+            shutil.copy2(Path(folder) / CHECKPOINT_FILE, work / CHECKPOINT_FILE)
+    except (OSError, ValueError) as exc:  # pyarrow reports a missing S3 prefix as either
+        log.warning("checkpoint %s is no longer in the storage (%s): the trial starts over",
+                    previous.path, exc)
+        (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _report(metrics: dict[str, Any], checkpoint: Any) -> None:
+    try:
+        tune.report(metrics, checkpoint=checkpoint)
+    except Exception as exc:  # noqa: BLE001 - storage or Tune session trouble, not the run's
+        raise StorageIOError(str(exc)) from exc
 
 
 def prepare_stage(stage: dict[str, Any], root: str, data_root: str | None,
