@@ -117,6 +117,10 @@ def test_freeze_all_ensembles_the_two_heads_of_a_gml_base_without_training(tmp_p
                                if "test_acc_new" in p.read_text()).read_text())
     assert result.metrics["test_acc_new"] == gml_base["test_acc_new"]
     assert result.metrics["test_acc_old"] == gml_base["test_acc_old"]
+    caches = sorted(p.parent.name for p in Path(root).glob("*/features-*.pt"))
+    ce_dir = next(p.parent.name for p in Path(root).glob("*/metrics.json")
+                  if "test_acc_new" not in p.read_text())
+    assert caches == [ce_dir]  # the GML chain shares the CE backbone's feature cache
 
 
 def _train(args: list[str], tmp_path: Path):

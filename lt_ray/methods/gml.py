@@ -189,6 +189,17 @@ def base_config(cfg: ExperimentConfig, args: GMLArgs) -> ExperimentConfig:
     return resolve(ExperimentConfig.from_dict(raw))
 
 
+def backbone_stage(stage_cfg: ExperimentConfig) -> ExperimentConfig:
+    """The stage whose run trained the backbone of ``stage_cfg``: a GML run keeps its base's
+    backbone frozen (BN included), so a chain of GML stages shares one feature cache, that of
+    the first non-GML stage."""
+    from lt_ray.artifacts import pretrained_config
+
+    while stage_cfg.method.name == "gml" and stage_cfg.pretrained is not None:
+        stage_cfg = pretrained_config(stage_cfg)
+    return stage_cfg
+
+
 def load_base(cfg: ExperimentConfig, args: GMLArgs, ctx: LTContext) -> tuple[Method, str]:
     """The base method, with its weights when ``ctx.load_base``; and the folder where its
     feature cache lives."""
@@ -201,8 +212,8 @@ def load_base(cfg: ExperimentConfig, args: GMLArgs, ctx: LTContext) -> tuple[Met
                         artifacts=ctx.artifacts, load_base=False)
     if cfg.pretrained is not None:
         root = artifacts.resolve_root(ctx.artifacts)
-        folder = artifacts.artifact_dir(root, stage_cfg)
         path = artifacts.local_copy(artifacts.require(root, stage_cfg)) if ctx.load_base else None
+        folder = artifacts.artifact_dir(root, backbone_stage(stage_cfg))
     else:
         assert args.checkpoint is not None
         digest = hashlib.sha256(str(args.checkpoint).encode()).hexdigest()[:16]
