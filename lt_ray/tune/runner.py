@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +364,11 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
             ).remote(s.to_dict(), root, data_root, spec.gpu)
             for s in todo
         ]
-        for stage, folder in zip(todo, _wait(tasks), strict=True):
+        if todo:
+            log.info("building %d stage artifact(s): %s", len(todo), ", ".join(
+                f"{artifacts.config_hash(s)} ({s.method.name}, {s.train.epochs} epochs)"
+                for s in todo))
+        for stage, folder in zip(todo, _wait(tasks, "stage artifact"), strict=True):
             log.info("artifact %s (%s) -> %s", artifacts.config_hash(stage),
                      stage.method.name, folder)
         built += len(todo)
@@ -372,14 +377,24 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
     warm = [ray.remote(prepare_method).options(
         num_cpus=spec.cpu, num_gpus=spec.gpu, name=f"prepare {c.method.name} on {key}",
     ).remote(c.explicit, root, data_root, spec.gpu) for key, c in one_per_base.items()]
-    _wait(warm)
+    _wait(warm, "feature cache")
     return built
 
 
-def _wait(tasks: list[Any]) -> list[Any]:
-    """``ray.get`` with a build error as one user error (the failing stage named)."""
+def _wait(tasks: list[Any], what: str, heartbeat_s: float = 60.0) -> list[Any]:
+    """``ray.get`` with a line every ``heartbeat_s`` while builds run (a 200-epoch base is
+    silent for hours otherwise), and a build error as one user error (the failing stage
+    named)."""
     import ray
 
+    started = time.monotonic()
+    pending = list(tasks)
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=heartbeat_s)
+        if pending:
+            log.info("%s: %d of %d done after %.0f min (progress per task: the Ray "
+                     "dashboard's Jobs page, task logs)", what, len(tasks) - len(pending),
+                     len(tasks), (time.monotonic() - started) / 60)
     try:
         return ray.get(tasks)
     except ray.exceptions.RayTaskError as exc:

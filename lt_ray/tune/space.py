@@ -281,7 +281,7 @@ def parse_spec(
                                        "scheduler.reduction_factor"),
         cpu=_nonneg(res.get("cpu", 1), "resources.cpu"),
         gpu=_nonneg(res.get("gpu", 0), "resources.gpu"),
-        max_failures=_nonneg_int(raw.get("max_failures", 0), "max_failures",
+        max_failures=_nonneg_int(raw.get("max_failures", 2), "max_failures",
                                  "retries of a trial lost with a node; -1, retry forever, is not "
                                  "allowed"),
     )
