@@ -76,7 +76,8 @@ def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
         ax.bar(x + (i - (len(outputs) - 1) / 2) * bar, part["mean"].to_numpy(dtype="float64"),
                bar, color=color, label=OUTPUT_NAMES.get(output, output),
                yerr=None if np.isnan(std).all() else std, capsize=2, error_kw={"lw": 0.8})
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("test recall (%)")
     ax.set_xlabel("class (sorted by training images, head → tail)")
     ax.set_xticks(x)
@@ -93,10 +94,12 @@ def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
     twin.plot(x, counts, color="black", marker="o", ms=3, lw=1.2, label="training images")
     if np.nanmin(counts, initial=np.inf) > 0:
         twin.set_yscale("log")
+        lo, hi = np.nanmin(counts) / 1.5, np.nanmax(counts) * 1.1
+        twin.set_ylim(lo, lo * (hi / lo) ** (118 / 100))  # the same headroom as the bars
     twin.set_ylabel("training images per class (log scale)")
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8,
-              framealpha=0.9)
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8,
+              framealpha=0.9, ncol=len(handles))  # one row in the headroom above 100 %
     ax.set_title(_wrap(title, int(12 * width)), fontsize=10)
     fig.tight_layout()
     return fig
