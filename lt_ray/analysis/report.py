@@ -147,7 +147,9 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     _search_section(build, studies, objectives)
     _provenance_section(build, studies)
 
-    files = {f"{TABLE_STEM}.{fmt}": _table_text(fmt, table, display, caption).encode()
+    markdown = _table_text("md", table, display, caption)
+    files = {f"{TABLE_STEM}.{fmt}": (markdown if fmt == "md" else
+                                     _table_text(fmt, table, display, caption)).encode()
              for fmt in fmts}
     for name, rendered in build.figures.items():
         for fmt, data in rendered.items():
@@ -165,7 +167,7 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                   figures=tuple(f"{FIGURES_DIR}/{n}.{fmt}" for n in build.figures
                                 for fmt in ("png", "svg")),
                   notes=tuple(build.notes),
-                  markdown=_table_text("md", table, display, caption))
+                  markdown=markdown)
 
 
 def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str) -> str:
