@@ -2,8 +2,8 @@
 
 A method that builds on a pretrained model (the GML plug-in; MiSLAS stage 2 next) describes
 that model in the ``pretrained:`` section of its config, a partial experiment config that
-inherits the trial's ``data`` section and ``seed`` unless it sets them. The resolved stage-1
-config is hashed (:func:`config_hash`); its run lives in ``<root>/<hash>/``:
+inherits the trial's ``data`` section, ``seed`` and ``model.arch`` unless it sets them. The
+resolved stage-1 config is hashed (:func:`config_hash`); its run lives in ``<root>/<hash>/``:
 
 * ``checkpoint.pt``, ``config.yaml``, ``metrics.json``: what ``lt-ray train`` writes;
 * ``features-<data hash>.pt``: the frozen backbone's features of every split (a cache, added
@@ -51,13 +51,14 @@ RUN_ONLY_FIELDS = (
 
 def pretrained_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
     """The resolved stage-1 config of ``cfg``'s ``pretrained:`` section (None without one). It
-    inherits ``cfg``'s ``data`` section and ``seed`` unless it sets them."""
+    inherits ``cfg``'s ``data`` section, ``seed`` and ``model.arch`` unless it sets them."""
     from lt_ray.config import deep_merge
     from lt_ray.experiment import resolve
 
     if cfg.pretrained is None:
         return None
-    inherited = {"data": cfg.to_dict()["data"], "seed": cfg.seed}
+    inherited = {"data": cfg.to_dict()["data"], "seed": cfg.seed,
+                 "model": {"arch": cfg.model.arch}}
     return resolve(ExperimentConfig.from_dict(deep_merge(inherited, cfg.pretrained)))
 
 

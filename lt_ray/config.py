@@ -149,7 +149,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # stage 1 of a multi-stage method: a partial experiment config, trained once per distinct
-    # resolved config and cached as an artifact (lt_ray.artifacts); inherits data and seed
+    # resolved config and cached as an artifact (lt_ray.artifacts); inherits data, seed, model.arch
     pretrained: dict[str, Any] | None = None
     # the values the user set, before the recipe (what `replace` layers on again)
     explicit: dict[str, Any] = field(default_factory=dict, compare=False, repr=False,

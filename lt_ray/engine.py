@@ -89,6 +89,7 @@ def predict_split(
         channels_last=train.channels_last, images=method.needs_images,
     )
     preds: dict[str | None, list[torch.Tensor]] = {}
+    method.reset_eval_stats()
     with autocast(device, dtype):
         for batch in loader:
             out = method.predict(batch.x, split=name, index=batch.index)
@@ -100,6 +101,23 @@ def predict_split(
     if not preds:
         return {None: torch.empty(0, dtype=torch.int64)}
     return {key: torch.cat(parts) for key, parts in preds.items()}
+
+
+def evaluate_split(
+    method: Method, name: str, data: LTData, train: TrainConfig,
+    device: torch.device, dtype: torch.dtype | None,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Flat metrics and per-class recall of one split (see :func:`evaluate`), plus the method's
+    :meth:`~lt_ray.methods.base.Method.eval_stats` as ``{split}_{name}``."""
+    flat: dict[str, float] = {}
+    per_class: dict[str, list[float]] = {}
+    targets = getattr(data, name).y
+    for output, preds in predict_split(method, name, data, train, device, dtype).items():
+        values, recall = split_metrics(name, preds, targets, data.class_counts, output)
+        flat.update(values)
+        per_class[name if output is None else f"{name}/{output}"] = recall.tolist()
+    flat.update({f"{name}_{key}": float(value) for key, value in method.eval_stats().items()})
+    return flat, per_class
 
 
 def evaluate(
@@ -114,11 +132,9 @@ def evaluate(
     flat: dict[str, float] = {}
     per_class: dict[str, list[float]] = {}
     for name in splits:
-        targets = getattr(data, name).y
-        for output, preds in predict_split(method, name, data, train, device, dtype).items():
-            values, recall = split_metrics(name, preds, targets, data.class_counts, output)
-            flat.update(values)
-            per_class[name if output is None else f"{name}/{output}"] = recall.tolist()
+        values, recall = evaluate_split(method, name, data, train, device, dtype)
+        flat.update(values)
+        per_class.update(recall)
     method.train(was_training)
     return flat, per_class
 
@@ -160,7 +176,8 @@ def fit(
         data.train, batch_size=train.batch_size, mean=data.mean, std=data.std, train=True,
         sampler=train.sampler, class_counts=data.class_counts, crop_padding=train.crop_padding,
         flip=train.flip, cutout=train.cutout, channels_last=train.channels_last,
-        generator=generator, images=method.needs_images,
+        generator=generator, images=method.needs_images, raw=method.raw_images,
+        drop_last=method.drop_last,
     )
     optimizer = build_optimizer(method, cfg) if method.trainable else None
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -68,28 +68,54 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     (``METHODS.meta``) unless set; ``method.loss_args`` and ``method.rule_args`` hold every
     hyper-parameter of the resolved loss and rule: given values coerced to their declared types,
     the others at their defaults. A hyper-parameter the resolved loss/rule does not have, or a
-    value of the wrong type, is a ConfigError naming ``method.loss_args.KEY``. This is what a
-    run records (config.yaml, metrics.json, the checkpoint).
+    value of the wrong type, is a ConfigError naming ``method.loss_args.KEY``. A method with a
+    ``resolve`` hook fills data-dependent defaults first (MiSLAS: per-IF smoothing); a method
+    with its own loss (``own_loss``: RIDE, PaCo) has no loss, rule or head to choose: those keys
+    stay empty, and setting them is a ConfigError. This is what a run records (config.yaml,
+    metrics.json, the checkpoint).
     """
     _check_name(METHODS, cfg.method.name, "method.name")
-    parts = recipe(cfg)
-    _check_name(LOSSES, parts["loss"], "method.loss")
-    _check_name(RULES, parts["rule"], "method.rule")
-    _check_name(HEADS, parts["head"], "model.head")
-    method = dataclasses.replace(
-        cfg.method,
-        loss=parts["loss"],
-        rule=parts["rule"],
-        loss_args=resolve_loss_args(parts["loss"], cfg.method.loss_args),
-        rule_args=resolve_rule_args(parts["rule"], cfg.method.rule_args),
-    )
+    meta = METHODS.meta(cfg.method.name)
+    if meta.get("resolve"):
+        cfg = meta["resolve"](cfg)
+    if meta.get("own_loss"):
+        method = _own_loss_method(cfg)
+        model = dataclasses.replace(cfg.model, head=None)
+    else:
+        parts = recipe(cfg)
+        _check_name(LOSSES, parts["loss"], "method.loss")
+        _check_name(RULES, parts["rule"], "method.rule")
+        _check_name(HEADS, parts["head"], "model.head")
+        method = dataclasses.replace(
+            cfg.method,
+            loss=parts["loss"],
+            rule=parts["rule"],
+            loss_args=resolve_loss_args(parts["loss"], cfg.method.loss_args),
+            rule_args=resolve_rule_args(parts["rule"], cfg.method.rule_args),
+        )
+        model = dataclasses.replace(cfg.model, head=parts["head"])
     method = dataclasses.replace(method, args=to_dict(method_args(cfg)))
-    model = dataclasses.replace(cfg.model, head=parts["head"])
     from lt_ray.artifacts import pretrained_config
 
     stage = pretrained_config(cfg)  # recorded resolved: what the artifact's hash stands for
     pretrained = None if stage is None else stage.to_dict()
     return dataclasses.replace(cfg, method=method, model=model, pretrained=pretrained)
+
+
+def _own_loss_method(cfg: ExperimentConfig) -> Any:
+    """The method section of a method with its own loss: refuses loss, rule and head keys."""
+    m = cfg.method
+    given = [key for key, value in (("method.loss", m.loss), ("method.rule", m.rule),
+                                    ("method.loss_args", m.loss_args),
+                                    ("method.rule_args", m.rule_args),
+                                    ("model.head", cfg.model.head)) if value]
+    if given:
+        raise ConfigError(
+            f"method {m.name!r} has its own loss and heads, so {', '.join(given)} would do "
+            f"nothing; remove it and set the method's hyper-parameters as method.args.NAME "
+            "(see `lt-ray list`)"
+        )
+    return dataclasses.replace(m, loss=None, rule=None, loss_args={}, rule_args={})
 
 
 def method_args(cfg: ExperimentConfig) -> Any:
@@ -155,11 +181,15 @@ def validate(cfg: ExperimentConfig) -> None:
     expected_class_counts(cfg.data)  # long-tail settings; no class may be left empty
     _check_name(MODELS, cfg.model.arch, "model.arch")
     resolved = resolve(cfg)
-    check_compatible(resolved, cfg)
     m = resolved.method
     dummy_counts = torch.tensor([10, 5])
-    build_loss(m.loss, dummy_counts, **m.loss_args)  # range checks live in the constructors
-    build_rule(m.rule, dummy_counts, **m.rule_args)
+    if not METHODS.meta(m.name).get("own_loss"):
+        check_compatible(resolved, cfg)
+        build_loss(m.loss, dummy_counts, **m.loss_args)  # range checks live in the constructors
+        build_rule(m.rule, dummy_counts, **m.rule_args)
+    check_method = METHODS.meta(m.name).get("validate")
+    if check_method is not None:  # checks across sections (PaCo: queue size vs batch)
+        check_method(resolved)
     if not m.mixup_alpha >= 0 or not math.isfinite(m.mixup_alpha):
         raise ConfigError(f"method.mixup_alpha must be >= 0, got {m.mixup_alpha}")
     for key, value in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
@@ -210,10 +240,14 @@ def check_stages(cfg: ExperimentConfig) -> None:
     if not needs_base:
         return
     if cfg.pretrained is None and not checkpoint:
+        meta = METHODS.meta(cfg.method.name)
+        base = meta.get("base_hint", "ce")
+        external = " or give method.args.checkpoint=PATH" if "checkpoint" in {
+            f.name for f in dataclasses.fields(meta.get("args", NoArgs))} else ""
         raise ConfigError(
-            f"method {cfg.method.name!r} re-trains a pretrained model: describe it in the "
-            "pretrained: section (e.g. --set pretrained.method.name=ce --set "
-            "pretrained.train.epochs=200) or give method.args.checkpoint=PATH"
+            f"method {cfg.method.name!r} builds on a stage-1 model and has none: describe it "
+            f"in the pretrained: section (e.g. --set pretrained.method.name={base} --set "
+            f"pretrained.train.epochs=200){external}"
         )
     if cfg.pretrained is not None and checkpoint:
         raise ConfigError("give either the pretrained: section or method.args.checkpoint, "
@@ -223,6 +257,10 @@ def check_stages(cfg: ExperimentConfig) -> None:
             validate(pretrained_config(cfg))
         except ConfigError as exc:
             raise ConfigError(f"pretrained: {exc}") from None
+        check_base = METHODS.meta(cfg.method.name).get("check_base")
+        if check_base is not None:
+            check_base(cfg, pretrained_config(cfg))
+
 
 def last_phase_start(cfg: ExperimentConfig) -> int:
     """The 0-indexed epoch from which nothing in the recipe changes any more: the last lr step
@@ -231,6 +269,10 @@ def last_phase_start(cfg: ExperimentConfig) -> int:
     before it rank trials on an unfinished schedule."""
     cfg = resolve(cfg)
     epochs = cfg.train.epochs
+    phase_end = METHODS.meta(cfg.method.name).get("phase_end")
+    if METHODS.meta(cfg.method.name).get("own_loss"):
+        own = phase_end(cfg) if phase_end is not None else 0
+        return max(last_change_epoch(cfg.optim, epochs), own)
     counts = torch.tensor([10, 5])  # the phase boundaries do not depend on the counts
     loss = build_loss(cfg.method.loss, counts, **cfg.method.loss_args)
     rule = build_rule(cfg.method.rule, counts, **cfg.method.rule_args)

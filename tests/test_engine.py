@@ -26,8 +26,12 @@ def test_synthetic_run_learns(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_one_epoch(tiny_cfg, name, tmp_path):
     cfg = tiny_cfg.replace({"method.name": name, "train.epochs": 1})
-    if METHODS.meta(name).get("needs_base"):  # a plug-in: on a one-epoch CE base
-        cfg = cfg.replace({"pretrained.method.name": "ce", "pretrained.train.epochs": 1})
+    if METHODS.meta(name).get("needs_base"):  # a stage 2: on a one-epoch stage 1
+        if "pretrained" not in METHODS.meta(name)["defaults"]:  # a plug-in: on a CE base
+            cfg = cfg.replace({"pretrained.method.name": "ce"})
+        cfg = cfg.replace({"pretrained.train.epochs": 1, "pretrained.train.batch_size": 16})
+    if name == "paco":  # a queue of whole batches
+        cfg = cfg.replace({"method.args.queue_size": 64})
     result = run(cfg, None, artifacts=str(tmp_path / "artifacts"))
     for key in ("val_acc", "test_hm", "fulltest_lr"):
         assert 0.0 <= result.metrics[key] <= 1.0

@@ -169,7 +169,7 @@ def test_bad_gml_arguments_and_sections_are_refused(tmp_path):
     _refused(_train(["--method", "gml", *art, *stage, "--set", "method.args.freeze=all"],
                     tmp_path), tmp_path, "freeze=all re-trains nothing")
     _refused(_train(["--method", "gml", *art], tmp_path), tmp_path,
-             "re-trains a pretrained model")
+             "builds on a stage-1 model")
     _refused(_train(["--method", "ce", *art, *stage], tmp_path), tmp_path,
              "uses no pretrained model")
     _refused(_train(["--method", "gml", *art, *stage, "--set", "method.args.colour=red"],

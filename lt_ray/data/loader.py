@@ -72,6 +72,8 @@ class DeviceLoader:
             ``torch.initial_seed()``.
         images: gather and augment the images (False: ``x`` is None, for methods that train
             on cached features; the sample order is the same).
+        raw: training batches carry the gathered uint8 images, neither augmented nor
+            normalised, for a method that makes its own views (PaCo); evaluation is unchanged.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class DeviceLoader:
         channels_last: bool = False,
         generator: torch.Generator | None = None,
         images: bool = True,
+        raw: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,6 +110,7 @@ class DeviceLoader:
         self.drop_last = bool(drop_last)
         self.channels_last = bool(channels_last)
         self.images = bool(images)
+        self.raw = bool(raw)
         if generator is None:
             generator = _default_generator(self.device)
         if torch.device(generator.device).type != self.device.type:
@@ -174,7 +178,13 @@ class DeviceLoader:
         stop = n - n % bs if self.drop_last else n
         for s in range(0, stop, bs):
             b = idx[s : s + bs]
-            yield Batch(self.augment(b) if self.images else None, self.split.y[b], b)
+            if not self.images:
+                xb = None
+            elif self.raw:
+                xb = self.split.x[b]
+            else:
+                xb = self.augment(b)
+            yield Batch(xb, self.split.y[b], b)
 
     def augment(self, idx: torch.Tensor) -> torch.Tensor:
         """Gather ``split.x[idx]`` with crop + flip, normalise, then cutout (training path)."""

@@ -1,6 +1,6 @@
 """Loss functions: one module per loss, each registers itself in ``LOSSES`` on import."""
 
-from lt_ray.losses import bsce, ce, feabal, focal, gml, lade, ldam  # noqa: F401  (registration)
+from lt_ray.losses import bsce, ce, feabal, focal, gml, lade, las, ldam  # noqa: F401
 from lt_ray.losses.base import (
     LOSSES,
     LossTraits,

@@ -49,6 +49,11 @@ class Method(nn.Module):
 
     #: False: batches carry no images (``x`` is None), e.g. a head trained on cached features.
     needs_images: ClassVar[bool] = True
+    #: True: training batches carry the uint8 images un-augmented and un-normalised; the method
+    #: makes its own views (PaCo's two views). Evaluation batches are normalised as always.
+    raw_images: ClassVar[bool] = False
+    #: True: the training loader drops the last incomplete batch (a queue of whole batches).
+    drop_last: ClassVar[bool] = False
 
     def __init__(self, ctx: LTContext) -> None:
         super().__init__()
@@ -91,6 +96,14 @@ class Method(nn.Module):
 
     def training_step(self, batch: Batch) -> StepOutput:
         raise NotImplementedError
+
+    def reset_eval_stats(self) -> None:
+        """Called before each evaluated split; see :meth:`eval_stats`."""
+
+    def eval_stats(self) -> dict[str, float]:
+        """Scalars about the split just predicted, reported as ``{split}_{name}`` (RIDE's
+        router: ``experts``, the mean number of experts used per image). Default: none."""
+        return {}
 
     # --- what a trained method offers ---------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ from lt_ray.data import Batch
 from lt_ray.errors import CheckpointError, ConfigError
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import METHODS, Method, StepOutput
-from lt_ray.models import HEADS, CalibratedHead, NormedLinear
+from lt_ray.models.heads import reset_classifiers
 
 log = logging.getLogger(__name__)
 
@@ -266,10 +266,12 @@ def feature_cache(base: Method, data: Any, folder: str, cfg: ExperimentConfig,
     return out
 
 
-def _fresh_head(old: CalibratedHead, num_classes: int) -> CalibratedHead:
-    kind = "normed" if isinstance(old.head, NormedLinear) else "linear"
-    in_features = old.head.weight.shape[0 if kind == "normed" else 1]
-    return CalibratedHead(HEADS.get(kind)(int(in_features), num_classes), old.scale)
+def _fresh_head(old: nn.Module) -> nn.Module:
+    """A head of the same structure as ``old`` (any base's: linear, cosine, RIDE's experts,
+    MiSLAS's LWS), its classifiers initialised afresh."""
+    new = copy.deepcopy(old)
+    reset_classifiers(new)
+    return new
 
 
 def build_gml(cfg: ExperimentConfig, ctx: LTContext) -> Method:
@@ -290,7 +292,7 @@ def build_gml(cfg: ExperimentConfig, ctx: LTContext) -> Method:
         old, new = heads["old"], heads["new"]
     else:
         old = heads["main"] if "main" in heads else heads["old"]
-        new = copy.deepcopy(old) if args.init == "old" else _fresh_head(old, ctx.num_classes)
+        new = copy.deepcopy(old) if args.init == "old" else _fresh_head(old)
     features = None
     if args.cache_features and ctx.data is not None and ctx.load_base:
         features = feature_cache(base, ctx.data, folder, cfg, ctx.device)

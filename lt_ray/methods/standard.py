@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lt_ray.config import ExperimentConfig
+from lt_ray.config import ExperimentConfig, deep_merge
 from lt_ray.context import LTContext
 from lt_ray.data import Batch, mixup
 from lt_ray.losses import LTLoss, build_loss
@@ -77,8 +77,10 @@ class StandardMethod(Method):
         return self.model(x) * self.loss.logit_scale
 
 
-def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str) -> None:
-    """Register method ``name``: a StandardMethod with these defaults (config may override)."""
+def register_recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str,
+                    defaults: dict[str, Any] | None = None) -> None:
+    """Register method ``name``: a StandardMethod with this loss, rule and head and these
+    further config ``defaults`` (YAML and --set override all of them)."""
 
     def factory(cfg: ExperimentConfig, ctx: LTContext) -> Method:
         model = build_model(
@@ -95,25 +97,28 @@ def _recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", d
         )
 
     factory.__doc__ = doc
-    defaults = {"method": {"loss": loss, "rule": rule}, "model": {"head": head}}
-    METHODS.add(name, factory, loss=loss, rule=rule, head=head, defaults=defaults)
+    recipe = deep_merge({"method": {"loss": loss, "rule": rule}, "model": {"head": head}},
+                        defaults or {})
+    METHODS.add(name, factory, loss=loss, rule=rule, head=head, defaults=recipe, standard=True)
 
 
-_recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")
-_recipe("bsce", loss="bsce", doc="Balanced softmax CE (Ren et al. 2020): CE(z + log n, y).")
-_recipe("focal", loss="focal", doc="Focal loss (Lin et al. 2017), gamma=1 as in LDAM-DRW.")
-_recipe(
+register_recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")
+register_recipe("bsce", loss="bsce", doc="Balanced softmax CE (Ren et al. 2020): CE(z + log n, y).")
+register_recipe("focal", loss="focal", doc="Focal loss (Lin et al. 2017), gamma=1 as in LDAM-DRW.")
+register_recipe(
     "ldam_drw",
     loss="ldam",
     rule="drw",
     head="normed",
     doc="LDAM margins on a cosine head + deferred re-weighting (Cao et al. 2019).",
 )
-_recipe(
+register_recipe(
     "lade",
     loss="lade",
     doc="LADE (Hong et al. 2021): PriorCE + alpha * ReMINE term, on the standard ResNet-32.",
 )
-_recipe("feabal", loss="feabal", doc="Feature-balanced loss (FBL) with its curriculum.")
-_recipe("reweight_ce", loss="ce", rule="reweight", doc="CE with effective-number weights.")
-_recipe("resample_ce", loss="ce", rule="resample", doc="CE with effective-number resampling.")
+register_recipe("feabal", loss="feabal", doc="Feature-balanced loss (FBL) with its curriculum.")
+register_recipe("reweight_ce", loss="ce", rule="reweight",
+                doc="CE with effective-number weights.")
+register_recipe("resample_ce", loss="ce", rule="resample",
+                doc="CE with effective-number resampling.")

@@ -14,6 +14,22 @@ HeadFactory = Callable[[int, int], nn.Module]
 HEADS: Registry[HeadFactory] = Registry("head")
 
 
+def reset_classifiers(module: nn.Module) -> None:
+    """Initialise every linear and cosine classifier inside ``module`` afresh, as the
+    ``linear`` and ``normed`` heads are at construction; a learnable scale (LWS) back to 1."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, NormedLinear):
+                m.weight.copy_(torch.empty_like(m.weight).uniform_(-1, 1).renorm(2, 1, 1e-5)
+                               .mul(1e5))
+        for name, p in module.named_parameters():
+            if name.endswith("scale") and p.dim() == 1:
+                p.fill_(1.0)
+
+
 class NormedLinear(nn.Module):
     """Cosine classifier: ``cos_ij = <f_i/|f_i|, w_j/|w_j|>`` in [-1, 1] (LDAM-DRW ``use_norm``).
 

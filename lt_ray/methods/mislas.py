@@ -1,0 +1,173 @@
+"""MiSLAS (Zhong et al. CVPR 2021; METHODS.md §9): mixup training, then a classifier re-training
+with shifted BN, learnable weight scaling and label-aware smoothing.
+
+* ``mislas_stage1``: ResNet + linear classifier, CE with mixup (alpha 1) on every batch, step lr
+  x0.1 at 80 % and x0.01 at 90 % of the epochs (160/180 of 200), 5 warm-up epochs, weight decay
+  5e-4 (the MiSLAS README's advice for CIFAR-LT; its config files say 2e-4).
+* ``mislas`` (stage 2, its ``pretrained:`` stage defaults to ``mislas_stage1``): the backbone's
+  weights frozen and run under ``no_grad``; with ``shift_bn`` it stays in train mode, so its BN
+  statistics are re-estimated on the class-balanced stage-2 batches (BN affine weights are not
+  trained). The stage-1 classifier is re-trained together with LWS, a per-class scale
+  initialised to 1 that multiplies the logits (at test time too), with label-aware smoothing
+  (``las``). Sampler: class-aware (4 images per class turn), ``ceil(N / batch)`` full batches
+  per epoch. 10 epochs, lr 0.1 with a cosine to 0, the classifier's group at ``lr_factor`` x lr.
+  Smoothing and ``lr_factor`` default to the paper's CIFAR values for the run's imbalance
+  factor (the nearest of 100, 50, 10 on a log scale): 0.4/0.1/0.2, 0.3/0.0/0.1, 0.2/0.0/0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from lt_ray.config import ExperimentConfig
+from lt_ray.context import LTContext
+from lt_ray.data import Batch
+from lt_ray.errors import ConfigError
+from lt_ray.losses import LTLoss, build_loss
+from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.stages import base_checker, load_stage
+from lt_ray.methods.standard import StandardMethod, register_recipe
+from lt_ray.models import CalibratedHead
+from lt_ray.models.resnet_cifar import run_head
+
+#: imbalance factor -> (smooth_head, smooth_tail, lr_factor), MiSLAS config/cifar*/ stage 2
+PER_IF = {100.0: (0.4, 0.1, 0.2), 50.0: (0.3, 0.0, 0.1), 10.0: (0.2, 0.0, 0.1)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MiSLASArgs:
+    """``method.args`` of ``mislas`` (stage 2)."""
+
+    lr_factor: float = 0.2  # the classifier's lr / the LWS lr (default: per imbalance factor)
+    shift_bn: bool = True  # re-estimate the frozen backbone's BN statistics on stage-2 batches
+    lws: bool = True  # learnable per-class logit scale
+    samples_per_class: int = 4  # class-aware sampler: images per class turn
+
+    def __post_init__(self) -> None:
+        if not self.lr_factor > 0 or not math.isfinite(self.lr_factor):
+            raise ConfigError(f"method.args.lr_factor must be > 0, got {self.lr_factor}")
+        if self.samples_per_class < 1:
+            raise ConfigError("method.args.samples_per_class must be >= 1, got "
+                              f"{self.samples_per_class}")
+
+
+def per_if_defaults(imb_factor: float) -> tuple[float, float, float]:
+    """The paper's stage-2 values for the tabulated imbalance factor nearest ``imb_factor``."""
+    nearest = min(PER_IF, key=lambda f: abs(math.log(f) - math.log(max(imb_factor, 1.0))))
+    return PER_IF[nearest]
+
+
+def resolve_mislas(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fill smoothing and ``lr_factor`` the user left unset from the imbalance factor."""
+    head, tail, factor = per_if_defaults(cfg.data.imb_factor)
+    method = cfg.method
+    loss_args = dict(method.loss_args)
+    if (method.loss or "las") == "las":
+        loss_args = {"smooth_head": head, "smooth_tail": tail, **loss_args}
+    args = {"lr_factor": factor, **method.args}
+    return dataclasses.replace(cfg, method=dataclasses.replace(method, loss_args=loss_args,
+                                                               args=args))
+
+
+class LWSHead(nn.Module):
+    """``scale * classifier(features)``: the classifier with MiSLAS's per-class scale."""
+
+    def __init__(self, classifier: nn.Module, scale: nn.Parameter) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.scale = scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return run_head(self.classifier, features) * self.scale
+
+
+class MiSLASStage2(Method):
+    """Frozen stage-1 backbone (shifted BN) + re-trained classifier with LWS."""
+
+    def __init__(self, ctx: LTContext, base: StandardMethod, loss: LTLoss, args: MiSLASArgs,
+                 batch_size: int) -> None:
+        super().__init__(ctx)
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.classifier = copy.deepcopy(base.model.head)
+        for p in self.classifier.parameters():
+            p.requires_grad_(True)
+        self.lws = nn.Parameter(torch.ones(ctx.num_classes), requires_grad=args.lws)
+        self.loss = loss
+        self.args = args
+        n = int(ctx.class_counts.sum())
+        self.epoch_samples = math.ceil(n / batch_size) * batch_size
+
+    def set_mode(self, epoch: int) -> None:
+        self.train()
+        self.base.train(self.args.shift_bn)
+
+    def sampler(self) -> tuple[str, dict[str, Any]]:
+        return "class_aware", {"samples_per_class": self.args.samples_per_class,
+                               "num_samples": self.epoch_samples}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        groups = [{"params": list(self.classifier.parameters()),
+                   "lr_scale": self.args.lr_factor}]
+        if self.args.lws:
+            groups.append({"params": [self.lws], "lr_scale": 1.0})
+        return groups
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        with torch.no_grad():
+            features = self.base.model.features(batch.x)
+        logits = run_head(self.classifier, features) * self.lws
+        return StepOutput(self.loss(logits, batch.y), logits, {})
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.model.features(x)
+
+    def heads(self) -> dict[str, nn.Module]:
+        return {"main": CalibratedHead(LWSHead(self.classifier, self.lws))}
+
+    def predict(self, x: torch.Tensor | None, *, split: str | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        return run_head(self.classifier, self.base.model.features(x)) * self.lws
+
+
+def _single_linear(stage: ExperimentConfig) -> bool:
+    meta = METHODS.meta(stage.method.name)
+    return bool(meta.get("standard")) and stage.model.head == "linear"
+
+
+def build_mislas(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+    """MiSLAS stage 2: shifted BN, LWS and label-aware smoothing on a frozen stage-1 model."""
+    from lt_ray.experiment import method_args
+
+    base = load_stage(cfg, ctx)
+    assert isinstance(base, StandardMethod)
+    loss = build_loss(cfg.method.loss or "las", ctx.class_counts, **cfg.method.loss_args)
+    return MiSLASStage2(ctx, base, loss, method_args(cfg), cfg.train.batch_size)
+
+
+register_recipe(
+    "mislas_stage1", loss="ce",
+    doc="MiSLAS stage 1: CE with mixup (alpha 1) on every batch; lr x0.1 / x0.01 at 80/90 %.",
+    defaults={"method": {"mixup_alpha": 1.0},
+              "optim": {"weight_decay": 5e-4, "decay": [0.1, 0.01]}},
+)
+METHODS.add(
+    "mislas", build_mislas, args=MiSLASArgs, needs_base=True, loss="las", rule="none",
+    head="linear", resolve=resolve_mislas, base_hint="mislas_stage1",
+    check_base=base_checker(_single_linear, "a single ResNet with a linear classifier "
+                            "(mislas_stage1, ce, bsce, ...)"),
+    defaults={
+        "method": {"loss": "las", "rule": "none"}, "model": {"head": "linear"},
+        "pretrained": {"method": {"name": "mislas_stage1"}},
+        "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "schedule": "cosine",
+                  "warmup_epochs": 0},
+        "train": {"epochs": 10, "batch_size": 128},
+    },
+)
