@@ -80,11 +80,11 @@ class LWSHead(nn.Module):
 
     def __init__(self, classifier: nn.Module, scale: nn.Parameter) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.head = classifier
         self.scale = scale
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return run_head(self.classifier, features) * self.scale
+        return run_head(self.head, features) * self.scale
 
 
 class MiSLASStage2(Method):
@@ -96,8 +96,8 @@ class MiSLASStage2(Method):
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
-        self.classifier = copy.deepcopy(base.model.head)
-        for p in self.classifier.parameters():
+        self.head = copy.deepcopy(base.model.head)
+        for p in self.head.parameters():
             p.requires_grad_(True)
         self.lws = nn.Parameter(torch.ones(ctx.num_classes), requires_grad=args.lws)
         self.loss = loss
@@ -114,7 +114,7 @@ class MiSLASStage2(Method):
                                "num_samples": self.epoch_samples}
 
     def param_groups(self) -> list[dict[str, Any]]:
-        groups = [{"params": list(self.classifier.parameters()),
+        groups = [{"params": list(self.head.parameters()),
                    "lr_scale": self.args.lr_factor}]
         if self.args.lws:
             groups.append({"params": [self.lws], "lr_scale": 1.0})
@@ -123,18 +123,18 @@ class MiSLASStage2(Method):
     def training_step(self, batch: Batch) -> StepOutput:
         with torch.no_grad():
             features = self.base.model.features(batch.x)
-        logits = run_head(self.classifier, features) * self.lws
+        logits = run_head(self.head, features) * self.lws
         return StepOutput(self.loss(logits, batch.y), logits, {})
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.base.model.features(x)
 
     def heads(self) -> dict[str, nn.Module]:
-        return {"main": CalibratedHead(LWSHead(self.classifier, self.lws))}
+        return {"main": CalibratedHead(LWSHead(self.head, self.lws))}
 
     def predict(self, x: torch.Tensor | None, *, split: str | None = None,
                 index: torch.Tensor | None = None) -> torch.Tensor:
-        return run_head(self.classifier, self.base.model.features(x)) * self.lws
+        return run_head(self.head, self.base.model.features(x)) * self.lws
 
 
 def _single_linear(stage: ExperimentConfig) -> bool:

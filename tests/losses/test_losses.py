@@ -412,6 +412,7 @@ TRAITS = {  # loss -> (head, uses class weights)
     "feabal": ("linear", True),
     "lade": ("linear", False),
     "gml": ("linear", False),
+    "las": ("linear", False),
 }
 
 
@@ -443,7 +444,7 @@ def test_every_hyperparameter_has_a_declared_type(name):
 
     hints = typing.get_type_hints(LOSSES.get(name))
     for key, default in loss_hparams(name).items():
-        assert hints[key] in (float, bool, int), (name, key)
+        assert hints[key] in (float, bool, int, str), (name, key)
         assert isinstance(default, hints[key])
 
 

@@ -1,0 +1,258 @@
+"""MiSLAS, RIDE and PaCo as methods: recipes, stage 2 on stage-1 artifacts, what each trains
+and freezes, the router's dynamic expert count, PaCo's queue, GML on their checkpoints, and
+every bad input (one `error:` line, exit code 2, nothing written). The losses are checked
+against independent implementations in tests/losses/test_method_losses.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY, tiny_overrides
+from lt_ray.cli import main
+from lt_ray.config import ExperimentConfig
+from lt_ray.data import build_dataset
+from lt_ray.engine import fit
+from lt_ray.experiment import build_method, ensure_stages, resolve, run, seed_everything
+from lt_ray.methods.mislas import MiSLASStage2, per_if_defaults
+from lt_ray.methods.paco import PaCoMethod
+from lt_ray.methods.ride import RIDEMethod, RIDERouter
+from lt_ray.models.ride import RideResNet, route
+
+
+def tiny(**overrides) -> ExperimentConfig:
+    cfg = ExperimentConfig.from_dict(TINY)
+    return cfg.replace(overrides) if overrides else cfg
+
+
+def built(cfg: ExperimentConfig, tmp_path: Path):
+    """The resolved config, its data and its method, with stage 1 trained into tmp_path."""
+    cfg = resolve(cfg)
+    data = build_dataset(cfg.data)
+    root = ensure_stages(cfg, str(tmp_path / "art"), data_root=None, data=data, build=True)
+    seed_everything(cfg.seed)
+    return cfg, data, build_method(cfg, data, torch.device("cpu"), artifacts=root)
+
+
+# --- MiSLAS ----------------------------------------------------------------------------------
+
+
+def test_mislas_stage2_defaults_follow_the_imbalance_factor():
+    assert per_if_defaults(100) == (0.4, 0.1, 0.2)
+    assert per_if_defaults(50) == (0.3, 0.0, 0.1)
+    assert per_if_defaults(10) == (0.2, 0.0, 0.1)
+    assert per_if_defaults(200) == (0.4, 0.1, 0.2)  # nearest on a log scale
+    cfg = resolve(tiny(**{"method.name": "mislas", "data.imb_factor": 50}))
+    assert cfg.method.loss == "las" and cfg.method.loss_args["smooth_head"] == 0.3
+    assert cfg.method.loss_args["smooth_tail"] == 0.0 and cfg.method.args["lr_factor"] == 0.1
+    assert cfg.optim.schedule == "cosine" and cfg.optim.warmup_epochs == 0
+    assert resolve(ExperimentConfig.from_dict({"method": {"name": "mislas"}})).train.epochs == 10
+    assert cfg.pretrained["method"]["name"] == "mislas_stage1"
+    assert cfg.pretrained["method"]["mixup_alpha"] == 1.0
+    assert cfg.pretrained["optim"]["decay"] == [0.1, 0.01]
+    assert cfg.pretrained["model"]["arch"] == "resnet20"  # inherited
+    given = resolve(tiny(**{"method.name": "mislas", "method.loss_args.smooth_head": 0.25,
+                            "method.args.lr_factor": 0.5}))
+    assert given.method.loss_args["smooth_head"] == 0.25
+    assert given.method.loss_args["smooth_tail"] == 0.0  # IF 10 (TINY)
+    assert given.method.args["lr_factor"] == 0.5
+
+
+@pytest.mark.parametrize("shift_bn", [True, False])
+def test_mislas_stage2_trains_classifier_and_lws_on_a_frozen_backbone(tmp_path, shift_bn):
+    cfg = tiny(**{"method.name": "mislas", "train.epochs": 2, "pretrained.train.epochs": 1,
+                  "method.args.shift_bn": shift_bn})
+    cfg, data, method = built(cfg, tmp_path)
+    assert isinstance(method, MiSLASStage2)
+    weights = {k: v.clone() for k, v in method.base.model.named_parameters()}
+    stats = method.base.model.bn1.running_mean.clone()
+    head, lws = method.head.weight.clone(), method.lws.detach().clone()
+    groups = method.param_groups()
+    assert [g["lr_scale"] for g in groups] == [0.1, 1.0]  # lr_factor of IF 10 (TINY)
+    fit(method, data, cfg)
+    for name, value in method.base.model.named_parameters():  # BN affine included
+        assert torch.equal(value, weights[name]), name
+    assert torch.equal(method.base.model.bn1.running_mean, stats) != shift_bn
+    assert not torch.equal(method.head.weight, head)
+    assert not torch.equal(method.lws.detach(), lws)
+    name, kwargs = method.sampler()
+    n = int(data.class_counts.sum())
+    assert name == "class_aware" and kwargs["num_samples"] == math.ceil(n / 32) * 32
+
+
+# --- RIDE ------------------------------------------------------------------------------------
+
+
+def test_ride_model_shares_the_stem_and_gives_each_expert_its_own_stages():
+    model = RideResNet(5, 10, num_experts=3, reduce_dimension=True)
+    assert len(model.layer2s) == len(model.layer3s) == len(model.head.linears) == 3
+    assert model.layer2s[0][0].conv1.out_channels == 24
+    assert model.layer3s[0][0].conv1.out_channels == 48
+    wide = RideResNet(5, 10, num_experts=3, reduce_dimension=False)
+    assert wide.layer3s[0][0].conv1.out_channels == 64
+    x = torch.randn(4, 3, 32, 32)
+    features = model.features(x)
+    experts = model.expert_logits(features)
+    assert features.shape == (4, 144) and experts.shape == (3, 4, 10)
+    assert torch.allclose(model(x), experts.mean(0), atol=1e-6)
+    assert float(experts.detach().abs().max()) <= 30.0 + 1e-4  # s * cos
+
+
+def test_route_calls_the_next_expert_while_the_router_says_so():
+    experts = torch.stack([torch.full((3, 2), 1.0), torch.full((3, 2), 3.0),
+                           torch.full((3, 2), 8.0)])
+    routers = torch.tensor([[-1.0, 5.0],  # stops after expert 0 (a later yes is ignored)
+                            [2.0, -3.0],  # experts 0, 1
+                            [4.0, 4.0]])  # all three
+    logits, count = route(experts, routers)
+    assert count.tolist() == [1, 2, 3]
+    assert logits[:, 0].tolist() == pytest.approx([1.0, 2.0, 4.0])
+
+
+def test_ride_router_stage_reports_the_mean_number_of_experts(tmp_path):
+    cfg = tiny(**{"method.name": "ride_ea", "train.epochs": 1, "train.batch_size": 32,
+                  "pretrained.train.epochs": 1})
+    cfg, data, method = built(cfg, tmp_path)
+    assert isinstance(method, RIDERouter) and isinstance(method.base, RIDEMethod)
+    assert method.router.top_k == 4  # min(30, classes)
+    frozen = {k: v.clone() for k, v in method.base.named_parameters()}
+    result = fit(method, data, cfg)
+    for name, value in method.base.named_parameters():
+        assert torch.equal(value, frozen[name]), name
+    for split in ("val", "test", "fulltest"):
+        assert 1.0 <= result.metrics[f"{split}_experts"] <= 3.0
+        assert result.metrics[f"{split}_acc"] == result.metrics[f"{split}_acc_routed"]
+        assert f"{split}_acc_all" in result.metrics
+
+
+def test_ride_distill_freezes_its_teacher_and_adds_the_kl(tmp_path):
+    cfg = tiny(**{"method.name": "ride_distill", "train.epochs": 1,
+                  "pretrained.train.epochs": 1, "pretrained.method.args.num_experts": 4})
+    cfg, data, method = built(cfg, tmp_path)
+    assert method.teacher.model.num_experts == 4 and method.model.num_experts == 3
+    assert cfg.optim.warmup_epochs == 20
+    teacher = {k: v.clone() for k, v in method.teacher.named_parameters()}
+    method.set_mode(0)
+    method.on_epoch_start(0, 1)
+    batch = next(iter(_loader(data)))
+    out = method.training_step(batch)
+    assert "distill" in out.extras and float(out.extras["distill"]) >= 0
+    experts = method.model.expert_logits(method.model.features(batch.x))
+    assert float(out.loss) == pytest.approx(
+        3 * (float(method.loss(experts, batch.y)) + float(out.extras["distill"])), rel=1e-4)
+    fit(method, data, cfg)
+    for name, value in method.teacher.named_parameters():
+        assert torch.equal(value, teacher[name]), name
+
+
+def _loader(data):
+    from lt_ray.data import DeviceLoader
+
+    return DeviceLoader(data.train, batch_size=16, mean=data.mean, std=data.std, train=True)
+
+
+# --- PaCo ------------------------------------------------------------------------------------
+
+
+def test_paco_queue_momentum_encoder_and_whole_batches(tmp_path):
+    cfg = tiny(**{"method.name": "paco", "train.epochs": 1, "train.batch_size": 16,
+                  "method.args.queue_size": 32})
+    cfg, data, method = built(cfg, tmp_path)
+    assert isinstance(method, PaCoMethod) and method.raw_images and method.drop_last
+    net = method.net
+    key_before = next(net.encoder_k.parameters()).clone()
+    queue_before = net.queue.clone()
+    result = fit(method, data, cfg)
+    steps = int(data.class_counts.sum()) // 16
+    assert int(net.queue_ptr) == (steps * 16) % 32
+    assert not torch.equal(net.queue, queue_before)
+    assert not torch.equal(next(net.encoder_k.parameters()), key_before)
+    assert not any(p.requires_grad for p in net.encoder_k.parameters())
+    x = torch.randn(3, 3, 8, 8)
+    method.eval()
+    assert torch.allclose(method.predict(x), net.classifier(net.features(x)), atol=1e-6)
+    assert 0 <= result.metrics["test_acc"] <= 1
+
+
+# --- GML on their checkpoints ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["ride", "paco", "mislas"])
+def test_gml_retrains_the_classifier_of_ride_paco_and_mislas(tmp_path, base):
+    overrides = {"method.name": "gml", "train.epochs": 2, "pretrained.method.name": base,
+                 "pretrained.train.epochs": 1, "pretrained.train.batch_size": 16}
+    if base == "paco":
+        overrides["pretrained.method.args.queue_size"] = 32
+    if base == "mislas":
+        overrides["pretrained.pretrained.train.epochs"] = 1
+    cfg = tiny(**overrides)
+    result = run(cfg, tmp_path / "out", artifacts=str(tmp_path / "art"))
+    stage_metrics = _artifact_metrics(tmp_path / "art", base)
+    # the old head is the base itself: the same predictions, the same metrics
+    assert result.metrics["test_acc_old"] == pytest.approx(stage_metrics["test_acc"], abs=1e-9)
+    for key in ("test_hm_new", "test_hm_ens", "val_acc_new"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+
+
+def _artifact_metrics(root: Path, method: str) -> dict:
+    for marker in root.glob("*/artifact.json"):
+        if json.loads(marker.read_text())["method"] == method:
+            return json.loads((marker.parent / "metrics.json").read_text())
+    raise AssertionError(f"no {method} artifact in {root}")
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_list_shows_the_three_methods_with_their_hyper_parameters():
+    out = CliRunner().invoke(main, ["list"]).output
+    for needle in ("mislas", "mislas_stage1", "ride", "ride_ea", "ride_distill", "paco",
+                   "num_experts", "diversity_factor", "queue_size", "temperature", "lr_factor",
+                   "las"):
+        assert needle in out, needle
+
+
+def _train(args: list[str], tmp_path: Path):
+    return CliRunner().invoke(main, ["train", *tiny_overrides(), *args,
+                                     "--artifacts", str(tmp_path / "art"),
+                                     "--out", str(tmp_path / "out")])
+
+
+def _refused(res, tmp_path: Path, *needles: str) -> None:
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+    assert not any((tmp_path / "art").glob("*/artifact.json"))
+
+
+def test_bad_inputs_are_refused_before_any_work(tmp_path):
+    _refused(_train(["--method", "ride", "--set", "method.args.num_experts=0"], tmp_path),
+             tmp_path, "method.args.num_experts must be >= 1")
+    _refused(_train(["--method", "paco", "--set", "method.args.queue_size=100"], tmp_path),
+             tmp_path, "queue_size=100 is not a multiple of train.batch_size=32")
+    _refused(_train(["--method", "mislas", "--set", "pretrained=null"], tmp_path),
+             tmp_path, "builds on a stage-1 model", "pretrained.method.name=mislas_stage1")
+    _refused(_train(["--method", "ride_ea", "--set", "pretrained=null"], tmp_path),
+             tmp_path, "builds on a stage-1 model")
+    _refused(_train(["--method", "mislas", "--set", "pretrained.method.name=ride"], tmp_path),
+             tmp_path, "another architecture")
+    _refused(_train(["--method", "ride_ea", "--set", "pretrained.method.name=ce"], tmp_path),
+             tmp_path, "another architecture")
+    _refused(_train(["--method", "ride_ea", "--set", "pretrained.method.args.num_experts=1"],
+                    tmp_path), tmp_path, "2 or more experts")
+    _refused(_train(["--method", "mislas", "--set", "pretrained.model.arch=resnet32"],
+                    tmp_path), tmp_path, "model.arch=resnet20", "resnet32")
+    _refused(_train(["--method", "ride", "--set", "method.loss=ce"], tmp_path),
+             tmp_path, "has its own loss", "method.loss")
+    _refused(_train(["--method", "ride", "--set", "pretrained.method.name=ce"], tmp_path),
+             tmp_path, "uses no pretrained model")
+    _refused(_train(["--method", "paco", "--set", "method.args.momentum=1.5"], tmp_path),
+             tmp_path, "method.args.momentum")
