@@ -154,12 +154,19 @@ class SweepSpec:
         end to end quickly (a searched ``train.epochs`` becomes 1 too)."""
         from dataclasses import replace
 
+        from lt_ray.config import recipe_defaults
+
         first = self.cells()[0].values
         base = copy.deepcopy(self.base)
         set_dotted(base, "train.epochs", 1)
-        stage = base
-        while isinstance(stage.get("pretrained"), dict):  # every stage, nested ones too
-            stage = stage["pretrained"]
+        stage, prefix = base, ""
+        while True:  # every stage, nested ones and those of a method's recipe too
+            name = first.get(f"{prefix}method.name", (stage.get("method") or {}).get("name"))
+            if not isinstance(stage.get("pretrained"), dict):
+                if "pretrained" not in recipe_defaults(name or "ce"):
+                    break
+                stage["pretrained"] = {}
+            stage, prefix = stage["pretrained"], f"{prefix}pretrained."
             set_dotted(stage, "train.epochs", 1)
         grid = {k: [v] for k, v in first.items()}
         for key in [k for k in grid if k.startswith("pretrained.") and k.endswith(".epochs")]:
