@@ -270,11 +270,16 @@ def list_cmd() -> None:
         import dataclasses
 
         meta = METHODS.meta(n)
-        parts = ", ".join(f"{k}={meta[k]}" for k in ("loss", "rule", "head") if k in meta)
+        parts = [", ".join(f"{k}={meta[k]}" for k in ("loss", "rule", "head") if k in meta)
+                 or "own loss and heads"]
+        stage = meta.get("defaults", {}).get("pretrained", {}).get("method", {}).get("name")
+        if stage or meta.get("needs_base"):
+            parts.append(f"stage 1: {stage or 'pretrained: (any)'}")
         args = meta.get("args")
         if args is not None:
-            parts += "; method.args: " + hp({f.name: getattr(args(), f.name)
-                                             for f in dataclasses.fields(args)})
+            parts.append("method.args: " + hp({f.name: getattr(args(), f.name)
+                                               for f in dataclasses.fields(args)}))
+        parts = "; ".join(parts)
         return f"{parts}  {doc(METHODS.get(n))}".strip()
 
     show("methods (method.name)", METHODS.names(), recipe)

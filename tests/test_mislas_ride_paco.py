@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY, tiny_overrides
+from conftest import HAS_CIFAR10, SHARED_DATA, TINY, tiny_overrides
 from lt_ray.cli import main
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
@@ -256,3 +256,55 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path):
              tmp_path, "uses no pretrained model")
     _refused(_train(["--method", "paco", "--set", "method.args.momentum=1.5"], tmp_path),
              tmp_path, "method.args.momentum")
+
+
+# --- real CIFAR-10-LT: one epoch of each, through `lt-ray train` ------------------------------
+
+REAL = ["--data-root", str(SHARED_DATA), "--set", "data.dataset=cifar10",
+        "--set", "data.imb_factor=100", "--set", "data.download=false",
+        "--set", "train.epochs=1", "--set", "train.eval_batch_size=2000"]
+
+
+def _complete(metrics_file: Path, method: str, *extra: str) -> dict:
+    from lt_ray.metrics import ALL_NAMES
+
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["config"]["method"]["name"] == method
+    assert metrics["num_train_images"] == 12406
+    for key in (*ALL_NAMES, "train_loss", "wall_time_s", *extra):
+        if key.endswith("_few"):  # CIFAR-10-LT IF 100 has no class under 20 images: null
+            assert key in metrics and metrics[key] is None, (method, key)
+            continue
+        assert metrics[key] is not None and math.isfinite(metrics[key]), (method, key)
+    assert set(metrics["per_class_recall"]) >= {"val", "test", "fulltest"}
+    assert len(metrics["per_class_recall"]["test"]) == 10 and len(metrics["history"]) == 1
+    return metrics
+
+
+@pytest.mark.realdata
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not HAS_CIFAR10, reason=f"no CIFAR-10 at {SHARED_DATA}")
+@pytest.mark.parametrize("method", ["mislas", "ride_ea", "paco"])
+def test_one_epoch_on_real_cifar10_lt(tmp_path, method):
+    """mislas trains its stage 1 (mixup) then stage 2; ride_ea trains a 3-expert ride (its
+    stage 1, a complete run of its own) then the router; paco one epoch of two views."""
+    art = tmp_path / "art"
+    args = ["train", "--method", method, *REAL, "--artifacts", str(art),
+            "--out", str(tmp_path / "out")]
+    if method != "paco":
+        args += ["--set", "pretrained.train.epochs=1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    extra = ("test_experts", "test_acc_all") if method == "ride_ea" else ()
+    metrics = _complete(tmp_path / "out" / "metrics.json", method, *extra)
+    stages = {json.loads(m.read_text())["method"]: m.parent for m in art.glob("*/artifact.json")}
+    if method == "mislas":
+        assert set(stages) == {"mislas_stage1"}
+        _complete(stages["mislas_stage1"] / "metrics.json", "mislas_stage1")
+        assert metrics["config"]["method"]["loss_args"]["smooth_head"] == 0.4
+    if method == "ride_ea":
+        assert set(stages) == {"ride"}
+        ride = _complete(stages["ride"] / "metrics.json", "ride")
+        assert ride["config"]["method"]["args"]["num_experts"] == 3
+        assert 1.0 <= metrics["test_experts"] <= 3.0
+        assert metrics["test_acc_all"] == pytest.approx(ride["test_acc"], abs=1e-9)

@@ -23,6 +23,7 @@ from torch import nn
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import Batch
+from lt_ray.data.views import PaCoViews
 from lt_ray.errors import ConfigError
 from lt_ray.losses.paco import PaCoLoss
 from lt_ray.methods.base import METHODS, Method, StepOutput
@@ -58,7 +59,7 @@ class PaCoMethod(Method):
     raw_images = True
     drop_last = True
 
-    def __init__(self, ctx: LTContext, net: PaCoNet, loss: PaCoLoss, views: nn.Module,
+    def __init__(self, ctx: LTContext, net: PaCoNet, loss: PaCoLoss, views: PaCoViews,
                  channels_last: bool) -> None:
         super().__init__(ctx)
         self.net = net
@@ -97,7 +98,6 @@ def check_paco(cfg: ExperimentConfig) -> None:
 
 def build_paco(cfg: ExperimentConfig, ctx: LTContext) -> Method:
     """PaCo: MoCo encoders + label queue, parametric contrastive loss, two on-device views."""
-    from lt_ray.data.views import PaCoViews
     from lt_ray.experiment import method_args
 
     args = method_args(cfg)
