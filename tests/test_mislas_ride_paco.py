@@ -308,3 +308,22 @@ def test_one_epoch_on_real_cifar10_lt(tmp_path, method):
         assert ride["config"]["method"]["args"]["num_experts"] == 3
         assert 1.0 <= metrics["test_experts"] <= 3.0
         assert metrics["test_acc_all"] == pytest.approx(ride["test_acc"], abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["ride_ea", "paco", "mislas"])
+def test_predict_re_evaluates_their_checkpoints_without_the_stage_1(tmp_path, method):
+    args = ["--method", method, "--set", "train.epochs=1", "--set", "train.batch_size=16"]
+    if method == "paco":
+        args += ["--set", "method.args.queue_size=32"]
+    else:
+        args += ["--set", "pretrained.train.epochs=1"]
+    res = _train(args, tmp_path)
+    assert res.exit_code == 0, res.output
+    recorded = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(tmp_path / "out"),
+                                    "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    for key in ("test_acc", "test_hm", "test_lr"):
+        assert doc["metrics"][key] == recorded[key], key
+    assert doc["per_class_recall"]["test"] == recorded["per_class_recall"]["test"]

@@ -22,6 +22,11 @@ class RIDELoss(nn.Module):
     ``reweight``, the diversity temperature becomes per class ``T_j = T * w_j``, ``w_j = (C pi_j
     f + 1 - f) / max``, ``f = reweight_factor``; ``Tbar`` is the mean of ``T_j``. A negative
     ``diversity_factor`` rewards experts for disagreeing with the ensemble.
+
+    Two corners differ from the official code, where it is not what METHODS.md §10 specifies:
+    ``reweight=False`` keeps the DRW weights (the official flag would crash at the switch; set
+    ``reweight_fraction=1`` for no DRW), and ``diversity_factor=0`` keeps one LDAM term per
+    expert (the official code then puts every expert's CE on the mean logits).
     """
 
     def __init__(self, class_counts: torch.Tensor, *, max_m: float = 0.5, s: float = 30.0,
