@@ -68,7 +68,8 @@ class PaCoMethod(Method):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def training_step(self, batch: Batch) -> StepOutput:
-        with torch.no_grad():
+        device = batch.x.device.type
+        with torch.no_grad(), torch.autocast(device_type=device, enabled=False):  # fp32 views
             im_q = self.views.query(batch.x).contiguous(memory_format=self.memory_format)
             im_k = self.views.key(batch.x).contiguous(memory_format=self.memory_format)
         features, labels, logits = self.net.contrast(im_q, im_k, batch.y)
