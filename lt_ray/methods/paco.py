@@ -16,6 +16,7 @@ momentum 0.9, wd 5e-4, batch 128, 400 epochs; 10 warm-up epochs, x0.1 at 80 % an
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,12 +24,14 @@ from torch import nn
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import Batch
-from lt_ray.data.views import PaCoViews
 from lt_ray.errors import ConfigError
 from lt_ray.losses.paco import PaCoLoss
 from lt_ray.methods.base import METHODS, Method, StepOutput
 from lt_ray.models import CalibratedHead
 from lt_ray.models.paco import PaCoNet
+
+if TYPE_CHECKING:  # torchvision's v2 transforms take ~1 s to import: only when PaCo trains
+    from lt_ray.data.views import PaCoViews
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,7 @@ def check_paco(cfg: ExperimentConfig) -> None:
 
 def build_paco(cfg: ExperimentConfig, ctx: LTContext) -> Method:
     """PaCo: MoCo encoders + label queue, parametric contrastive loss, two on-device views."""
+    from lt_ray.data.views import PaCoViews
     from lt_ray.experiment import method_args
 
     args = method_args(cfg)
