@@ -42,3 +42,14 @@ def tiny_overrides() -> list[str]:
 @pytest.fixture
 def tiny_cfg() -> ExperimentConfig:
     return ExperimentConfig.from_dict(TINY)
+
+
+def assert_refused(res, out: Path, *needles: str) -> None:
+    """A CLI call that failed as a bad input must: exit code 2, one ``error:`` line holding
+    every needle, and nothing written at ``out``."""
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from conftest import TINY, tiny_overrides
+from conftest import TINY, assert_refused, tiny_overrides
 from lt_ray import artifacts
 from lt_ray.cli import main
 from lt_ray.config import ExperimentConfig
@@ -129,12 +129,7 @@ def _train(args: list[str], tmp_path: Path):
 
 
 def _refused(res, tmp_path: Path, *needles: str) -> None:
-    assert res.exit_code == 2, res.output
-    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, res.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not (tmp_path / "out").exists()
+    assert_refused(res, tmp_path / "out", *needles)
 
 
 def test_bad_base_checkpoints_are_refused(tmp_path):
