@@ -58,6 +58,13 @@ def parse_metric_name(name: str) -> tuple[str, str, str | None] | None:
 ALL_NAMES: tuple[str, ...] = tuple(metric_name(s, m) for s in EVAL_SPLITS for m in METRICS)
 
 
+def is_eval_stat(name: str) -> bool:
+    """Whether ``name`` is a method's statistic of an evaluated split (``Method.eval_stats``,
+    reported as ``{split}_{word}``: RIDE's router ``test_experts``), not a metric."""
+    split, _, rest = name.partition("_")
+    return split in EVAL_SPLITS and rest.isalpha() and parse_metric_name(name) is None
+
+
 def per_class_recall(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
     """Recall of each class: correct predictions of class j / samples of class j (NaN if none)."""
     preds = preds.detach().to("cpu", torch.int64)

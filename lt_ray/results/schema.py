@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lt_ray.metrics import ALL_NAMES, parse_metric_name
+from lt_ray.metrics import ALL_NAMES, is_eval_stat, parse_metric_name
 
 FORMAT_VERSION = "2"  # stored in each file's schema metadata under b"lt_ray.results.format"
 METADATA = {b"lt_ray.results.format": FORMAT_VERSION.encode()}
@@ -165,8 +165,11 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def output_metric_columns(names: Any) -> list[str]:
-    """The per-output metric names among ``names`` (``test_hm_old``...), sorted."""
-    return sorted(n for n in names if (p := parse_metric_name(n)) is not None and p[2])
+    """The per-output metric names among ``names`` (``test_hm_old``...) and the methods'
+    statistics of evaluated splits (``test_experts``: RIDE's router), sorted: the float columns
+    beyond the fixed metrics."""
+    return sorted(n for n in names if isinstance(n, str) and (
+        ((p := parse_metric_name(n)) is not None and p[2]) or is_eval_stat(n)))
 
 
 def trials_schema(dynamic: dict[str, pa.DataType] | None = None) -> pa.Schema:

@@ -35,3 +35,31 @@ def test_study_file_smoke_runs_on_ray_and_exports_parquet(tmp_path, name):
         assert trials[column].notna().all(), column
     per_class = pd.read_parquet(tmp_path / name / "per_class.parquet")
     assert set(per_class["split"]) >= {"val", "test"}
+
+
+def test_router_study_exports_the_mean_expert_count(tmp_path):
+    import yaml
+
+    from conftest import TINY
+
+    raw = {
+        "name": "router",
+        "base": {**TINY, "method": {"name": "ride_ea"},
+                 "train": {**TINY["train"], "epochs": 1, "batch_size": 16},
+                 "pretrained": {"train": {"epochs": 1, "batch_size": 16}}},
+        "space": {"method.args.pos_weight": {"choice": [10.0, 100.0]}},
+        "search": {"metric": "val_acc", "mode": "max", "num_samples": 2, "max_concurrent": 2},
+        "resources": {"cpu": 1},
+    }
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(main, ["sweep", str(path), "--storage", str(tmp_path / "res"),
+                                    "--no-dashboard"])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_parquet(tmp_path / "res" / "router" / "trials.parquet")
+    assert set(trials.status) == {"completed"}
+    for split in ("val", "test", "fulltest"):
+        assert trials[f"{split}_experts"].between(1.0, 3.0).all()
+    assert (trials["test_acc"] == trials["test_acc_routed"]).all()
+    epochs = pd.read_parquet(tmp_path / "res" / "router" / "epochs.parquet")
+    assert epochs["test_experts"].notna().all()
