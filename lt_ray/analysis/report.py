@@ -215,10 +215,14 @@ def _legends(table: pd.DataFrame) -> list[str]:
         "`–`: an empty shot group (no class with that many training images: many > 100, "
         "medium 20–100, few < 20) or a metric the run did not report.",
     ]
-    if (table[T.OUTPUT] != "").any():
+    outputs = set(table[T.OUTPUT])
+    if outputs & {"old", "new", "ens"}:
         lines.append("`output` (GML): `old` = the base model's head, `new` = the re-trained head, "
                      "`ens` = their ensemble; the selection metric is the output the config "
                      "reports (`method.args.ensemble`).")
+    if outputs & {"routed", "all"}:
+        lines.append("`output` (RIDE router): `routed` = the mean of the experts each image's "
+                     "router called (what the plain metrics report), `all` = every expert.")
     return lines
 
 
