@@ -253,13 +253,14 @@ def check_stages(cfg: ExperimentConfig) -> None:
         raise ConfigError("give either the pretrained: section or method.args.checkpoint, "
                           "not both")
     if cfg.pretrained is not None:
+        stage = pretrained_config(cfg)
         try:
-            validate(pretrained_config(cfg))
+            validate(stage)
         except ConfigError as exc:
             raise ConfigError(f"pretrained: {exc}") from None
         check_base = METHODS.meta(cfg.method.name).get("check_base")
         if check_base is not None:
-            check_base(cfg, pretrained_config(cfg))
+            check_base(cfg, stage)
 
 
 def last_phase_start(cfg: ExperimentConfig) -> int:
@@ -269,9 +270,9 @@ def last_phase_start(cfg: ExperimentConfig) -> int:
     before it rank trials on an unfinished schedule."""
     cfg = resolve(cfg)
     epochs = cfg.train.epochs
-    phase_end = METHODS.meta(cfg.method.name).get("phase_end")
-    if METHODS.meta(cfg.method.name).get("own_loss"):
-        own = phase_end(cfg) if phase_end is not None else 0
+    meta = METHODS.meta(cfg.method.name)
+    if meta.get("own_loss"):
+        own = meta["phase_end"](cfg) if "phase_end" in meta else 0
         return max(last_change_epoch(cfg.optim, epochs), own)
     counts = torch.tensor([10, 5])  # the phase boundaries do not depend on the counts
     loss = build_loss(cfg.method.loss, counts, **cfg.method.loss_args)

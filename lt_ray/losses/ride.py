@@ -11,6 +11,11 @@ from lt_ray.errors import ConfigError
 from lt_ray.rules import effective_number_weights
 
 
+def switch_epoch(reweight_fraction: float, num_epochs: int) -> int:
+    """The 0-indexed epoch from which DRW (and the per-class temperature) apply."""
+    return int(round(reweight_fraction * num_epochs))
+
+
 class RIDELoss(nn.Module):
     """Sum over experts k of ``CE(z_k - s*m_y at the target, y, w) + lambda * Tbar^2 *
     KL(softmax(zbar/T) || softmax(z_k/T))`` (official ``RIDELoss``).
@@ -57,12 +62,8 @@ class RIDELoss(nn.Module):
         self.reweight, self.reweight_fraction = bool(reweight), float(reweight_fraction)
         self.reweighting = False
 
-    def switch_epoch(self, num_epochs: int) -> int:
-        """The 0-indexed epoch from which DRW (and the per-class temperature) apply."""
-        return int(round(self.reweight_fraction * num_epochs))
-
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
-        self.reweighting = epoch >= self.switch_epoch(num_epochs)
+        self.reweighting = epoch >= switch_epoch(self.reweight_fraction, num_epochs)
 
     def forward(self, expert_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = expert_logits.float()

@@ -40,9 +40,10 @@ from torch import nn
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import Batch
-from lt_ray.errors import CheckpointError, ConfigError
+from lt_ray.errors import ConfigError
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.stages import load_base_weights
 from lt_ray.models.heads import reset_classifiers
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,6 @@ def load_base(cfg: ExperimentConfig, args: GMLArgs, ctx: LTContext) -> tuple[Met
     """The base method, with its weights when ``ctx.load_base``; and the folder where its
     feature cache lives."""
     from lt_ray import artifacts, storage
-    from lt_ray.checkpoint import load_checkpoint, load_weights
     from lt_ray.experiment import build_method
 
     stage_cfg = base_config(cfg, args)
@@ -220,15 +220,7 @@ def load_base(cfg: ExperimentConfig, args: GMLArgs, ctx: LTContext) -> tuple[Met
         folder = storage.join(artifacts.resolve_root(ctx.artifacts), "external", digest)
         path = args.checkpoint
     if ctx.load_base:
-        saved = load_checkpoint(path)
-        counts = saved.get("class_counts")
-        if counts is not None and len(counts) != ctx.num_classes:
-            raise CheckpointError(
-                f"base checkpoint {path} has {len(counts)} classes, the data {ctx.num_classes}; "
-                "use a base trained on the same dataset"
-            )
-        target = base.model if saved["format_version"] is None else base  # foreign: the net
-        load_weights(target, saved["state_dict"], source=str(path))
+        load_base_weights(base, path, ctx.num_classes)
     return base, folder
 
 

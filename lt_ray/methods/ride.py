@@ -32,7 +32,7 @@ from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
-from lt_ray.losses.ride import RIDELoss, distill_kl, router_loss, router_targets
+from lt_ray.losses.ride import RIDELoss, distill_kl, router_loss, router_targets, switch_epoch
 from lt_ray.methods.base import METHODS, Method, StepOutput
 from lt_ray.methods.stages import base_checker, load_stage
 from lt_ray.models.ride import DEPTHS, ExpertRouter, RideResNet, route
@@ -247,7 +247,7 @@ def build_ride_ea(cfg: ExperimentConfig, ctx: LTContext) -> Method:
 
 def ride_switch(cfg: ExperimentConfig) -> int:
     """The DRW switch epoch of a RIDE recipe (its last loss phase)."""
-    return int(round(float(cfg.method.args.get("reweight_fraction", 0.8)) * cfg.train.epochs))
+    return switch_epoch(float(cfg.method.args["reweight_fraction"]), cfg.train.epochs)
 
 
 def _is_ride(stage: ExperimentConfig) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
@@ -14,7 +15,6 @@ def load_stage(cfg: ExperimentConfig, ctx: LTContext) -> Method:
     """The stage-1 method of ``cfg``'s ``pretrained:`` section, with the weights of its
     artifact when ``ctx.load_base`` (else the structure only, for a state dict loaded next)."""
     from lt_ray import artifacts
-    from lt_ray.checkpoint import load_checkpoint, load_weights
     from lt_ray.experiment import build_method
 
     stage_cfg = artifacts.pretrained_config(cfg)
@@ -23,16 +23,26 @@ def load_stage(cfg: ExperimentConfig, ctx: LTContext) -> Method:
                         artifacts=ctx.artifacts, load_base=False)
     if ctx.load_base:
         root = artifacts.resolve_root(ctx.artifacts)
-        path = artifacts.local_copy(artifacts.require(root, stage_cfg))
-        saved = load_checkpoint(path)
-        counts = saved.get("class_counts")
-        if counts is not None and len(counts) != ctx.num_classes:
-            raise CheckpointError(
-                f"stage-1 checkpoint {path} has {len(counts)} classes, the data "
-                f"{ctx.num_classes}; use a stage 1 trained on the same dataset"
-            )
-        load_weights(base, saved["state_dict"], source=str(path))
+        load_base_weights(base, artifacts.local_copy(artifacts.require(root, stage_cfg)),
+                          ctx.num_classes)
     return base
+
+
+def load_base_weights(base: Method, path: str | Path, num_classes: int) -> None:
+    """Load the checkpoint at ``path`` into the stage-1 method ``base``: an lt-ray checkpoint
+    into the method, a foreign state dict into its network (``base.model``); a checkpoint of
+    another class count is refused."""
+    from lt_ray.checkpoint import load_checkpoint, load_weights
+
+    saved = load_checkpoint(path)
+    counts = saved.get("class_counts")
+    if counts is not None and len(counts) != num_classes:
+        raise CheckpointError(
+            f"base checkpoint {path} has {len(counts)} classes, the data {num_classes}; "
+            "use a base trained on the same dataset"
+        )
+    target = base.model if saved["format_version"] is None else base  # foreign: the net
+    load_weights(target, saved["state_dict"], source=str(path))
 
 
 def base_checker(accepts: Callable[[ExperimentConfig], bool],
