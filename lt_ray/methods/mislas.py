@@ -83,6 +83,11 @@ class LWSHead(nn.Module):
         self.head = classifier
         self.scale = scale
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The scale back to 1 (the classifier is reset on its own)."""
+        self.scale.fill_(1.0)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return run_head(self.head, features) * self.scale
 

@@ -15,19 +15,16 @@ HEADS: Registry[HeadFactory] = Registry("head")
 
 
 def reset_classifiers(module: nn.Module) -> None:
-    """Initialise every linear and cosine classifier inside ``module`` afresh, as the
-    ``linear`` and ``normed`` heads are at construction; a learnable scale (LWS) back to 1."""
+    """Initialise the classifiers inside a head ``module`` afresh: a linear layer as the
+    ``linear`` head is at construction (kaiming-normal weight), every other part through its
+    own ``reset_parameters`` (a cosine head; MiSLAS's LWS scale back to 1)."""
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.Linear):
                 m.reset_parameters()
                 nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, NormedLinear):
-                m.weight.copy_(torch.empty_like(m.weight).uniform_(-1, 1).renorm(2, 1, 1e-5)
-                               .mul(1e5))
-        for name, p in module.named_parameters():
-            if name.endswith("scale") and p.dim() == 1:
-                p.fill_(1.0)
+            elif hasattr(m, "reset_parameters"):
+                m.reset_parameters()
 
 
 class NormedLinear(nn.Module):
@@ -39,8 +36,13 @@ class NormedLinear(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
-        weight = torch.empty(in_features, num_classes).uniform_(-1, 1)
-        self.weight = nn.Parameter(weight.renorm(2, 1, 1e-5).mul(1e5))
+        self.weight = nn.Parameter(torch.empty(in_features, num_classes))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        weight = torch.empty_like(self.weight).uniform_(-1, 1)
+        self.weight.copy_(weight.renorm(2, 1, 1e-5).mul(1e5))
 
     @property
     def out_features(self) -> int:
