@@ -467,8 +467,9 @@ class PaCoViews:
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` of a [0, 1] float batch, in place."""
-        dev = x.device
-        return x.sub_(self.mean.to(dev)).div_(self.std.to(dev))
+        if self.mean.device != x.device:  # moved once, not per batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return x.sub_(self.mean).div_(self.std)
 
     def query(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> normalised float32: crop + flip, AutoAugment, black cutout."""
