@@ -3,7 +3,8 @@
 A method that builds on a pretrained model (the GML plug-in, MiSLAS stage 2, RIDE's router and
 its distillation) describes that model in the ``pretrained:`` section of its config, a partial
 experiment config that inherits the trial's ``data`` section, ``seed`` and ``model.arch``
-unless it sets them. The resolved stage-1 config is hashed (:func:`config_hash`); its run lives in ``<root>/<hash>/``:
+unless it sets them. The resolved stage-1 config is hashed (:func:`config_hash`); its run
+lives in ``<root>/<hash>/``:
 
 * ``checkpoint.pt``, ``config.yaml``, ``metrics.json``: what ``lt-ray train`` writes;
 * ``features-<data hash>.pt``: the frozen backbone's features of every split (a cache, added
