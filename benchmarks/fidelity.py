@@ -118,25 +118,28 @@ def train_and_check(job: Job, run_dir: Path, data_root: str) -> None:
     from lt_ray.config import ExperimentConfig
     from lt_ray.data import build_dataset
     from lt_ray.experiment import METRICS_FILE, run
+    from lt_ray.resolution import resolve
 
-    cfg = ExperimentConfig().replace(job.overrides())
+    resolved = resolve(ExperimentConfig().replace(job.overrides()))
+    cfg = resolved.config
     data = build_dataset(cfg.data, data_root)
     if DATA_VARIANTS[job.data] is not None:
         data = recompress(data, DATA_VARIANTS[job.data])
     if not (run_dir / METRICS_FILE).is_file():
-        run(cfg, run_dir, data=data, resume=True)
+        run(resolved, run_dir, data=data, resume=True)
     if not (run_dir / "evalcheck.json").is_file():
-        (run_dir / "evalcheck.json").write_text(json.dumps(eval_check(cfg, data, run_dir)))
+        (run_dir / "evalcheck.json").write_text(json.dumps(eval_check(resolved, data, run_dir)))
 
 
-def eval_check(cfg: Any, data: Any, run_dir: Path) -> dict[str, Any]:
+def eval_check(resolved: Any, data: Any, run_dir: Path) -> dict[str, Any]:
     """Per-class fulltest recall of the final checkpoint, in fp32 and in bf16 autocast."""
     from lt_ray.checkpoint import load_checkpoint
     from lt_ray.engine import evaluate
     from lt_ray.experiment import CHECKPOINT_FILE, build_method
 
     device = torch.device("cpu")
-    method = build_method(cfg, data, device)
+    cfg = resolved.config
+    method = build_method(resolved, data, device)
     method.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_FILE)["state_dict"])
     method.to(memory_format=torch.channels_last)
     out: dict[str, Any] = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
 from lt_ray.experiment import run
+from lt_ray.resolution import resolve
 
 
 def main() -> None:
@@ -40,24 +41,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = str(Path(tmp) / "artifacts")
         start = time.perf_counter()
-        run(ExperimentConfig.from_dict({**base, **stage}), None, data=data)
+        run(resolve(ExperimentConfig.from_dict({**base, **stage})), None, data=data)
         timings["base_epoch_s"] = (time.perf_counter() - start) / args.base_epochs
         gml = ExperimentConfig.from_dict({**base, "method": {"name": "gml"},
                                           "pretrained": stage})
         start = time.perf_counter()
-        run(gml.replace({"train.epochs": 1}), None, data=data, artifacts=root)
+        run(resolve(gml.replace({"train.epochs": 1})), None, data=data, artifacts=root)
         timings["first_trial_1_epoch_with_feature_cache_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        trained = run(gml, None, data=data, artifacts=root)
+        trained = run(resolve(gml), None, data=data, artifacts=root)
         timings["gml_trial_30_epochs_s"] = time.perf_counter() - start
         ens = ExperimentConfig.from_dict({
             **base, "method": {"name": "gml", "args": {"freeze": "all", "ensemble": "prob",
                                                        "t1": 2.0}},
             "pretrained": {"method": {"name": "gml"}, "pretrained": stage},
         })
-        run(ens, None, data=data, artifacts=root)  # builds the GML stage and its cache
+        run(resolve(ens), None, data=data, artifacts=root)  # builds the GML stage and its cache
         start = time.perf_counter()
-        run(ens.replace({"method.args.t2": 0.5}), None, data=data, artifacts=root)
+        run(resolve(ens.replace({"method.args.t2": 0.5})), None, data=data, artifacts=root)
         timings["ensemble_trial_s"] = time.perf_counter() - start
     print(json.dumps({
         "data": f"{data.name}-LT IF100, {len(data.train)} train images",

@@ -32,6 +32,8 @@ from lt_ray.config import ExperimentConfig  # noqa: E402
 from lt_ray.data import LTData  # noqa: E402
 from lt_ray.data.base import Split  # noqa: E402
 from lt_ray.experiment import run  # noqa: E402
+from lt_ray.methods import METHODS as REGISTRY  # noqa: E402
+from lt_ray.resolution import resolve  # noqa: E402
 
 METHODS = ("ce", "mislas_stage1", "mislas", "ride", "ride_distill", "ride_ea", "paco")
 
@@ -49,13 +51,11 @@ def method_rate(name: str, data: LTData, epochs: int, precision: str, root: str)
         "train": {"epochs": epochs, "precision": precision, "eval_every": 10_000,
                   "device": "cpu"},
     }
-    if name in ("mislas", "ride_ea", "ride_distill"):
+    if REGISTRY.get(name).needs_base:  # its recipe's stage 1 (else ce), for one epoch
         raw["pretrained"] = {"train": {"epochs": 1, "precision": precision,
                                        "eval_every": 10_000}}
-    if name == "paco":  # queue of whole batches of 128
-        raw["method"]["args"] = {"queue_size": 1024}
-    cfg = ExperimentConfig.from_dict(raw)
-    result = run(cfg, None, data=data, artifacts=root)
+    cfg = ExperimentConfig.from_dict(raw)  # paco's default queue (1024) is 8 batches of 128
+    result = run(resolve(cfg), None, data=data, artifacts=root)
     return float(result.history[-1]["train_images_per_s"])
 
 

@@ -36,18 +36,19 @@ def main() -> None:
 
     from lt_ray.config import ExperimentConfig
     from lt_ray.experiment import run
+    from lt_ray.resolution import resolve
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i, lr in enumerate(lrs):
             cfg = ExperimentConfig.from_dict(base).replace({"optim.lr": lr})
-            run(cfg, Path(tmp) / str(i))
+            run(resolve(cfg), Path(tmp) / str(i))
     sequential = time.perf_counter() - start
 
     import ray
 
-    from lt_ray.tune.runner import fit_study
-    from lt_ray.tune.space import parse_spec
+    from lt_ray.tune.parse import parse_spec
+    from lt_ray.tune.tuner import fit_study
 
     spec = parse_spec({
         "name": "overhead", "base": base,

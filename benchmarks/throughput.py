@@ -31,6 +31,7 @@ from lt_ray.data.loader import crop_flip
 from lt_ray.engine import fit, resolve_precision
 from lt_ray.experiment import build_method, seed_everything
 from lt_ray.models import build_model
+from lt_ray.resolution import resolve
 
 
 def load(data_root: str | None, images: int | None) -> tuple[LTData, str]:
@@ -58,13 +59,14 @@ def engine_rate(data: LTData, epochs: int, precision: str, channels_last: bool) 
         "train": {"epochs": epochs, "precision": precision, "channels_last": channels_last,
                   "eval_every": 10_000, "device": "cpu"},
     })
+    resolved = resolve(cfg)
     seed_everything(0)
-    method = build_method(cfg, data, torch.device("cpu"))
+    method = build_method(resolved, data, torch.device("cpu"))
     # evaluation is not part of the training throughput: evaluate on a tiny split
     tiny = Split(data.val.x[:8], data.val.y[:8])
     small = LTData(data.name, data.train, tiny, tiny, tiny, data.class_counts, data.class_names,
                    data.mean, data.std)
-    result = fit(method, small, cfg)
+    result = fit(method, small, resolved.config)
     return float(result.history[-1]["train_images_per_s"])
 
 
@@ -124,7 +126,7 @@ def original_rate(data: LTData, epochs: int) -> float:
     rate = 0.0
     for _ in range(epochs):
         start, seen = time.perf_counter(), 0
-        for xb, yb, _ in loader:
+        for xb, yb in loader:
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -88,22 +88,22 @@ def clear_out_dir(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def same_run_config(path: Path, cfg: Any) -> bool:
-    """Whether the run config saved at ``path`` resolves to the same config as ``cfg``."""
+def same_run_config(path: Path, resolved: Any) -> bool:
+    """Whether the run config saved at ``path`` resolves to the config of ``resolved``."""
     import yaml
 
     from lt_ray.config import ExperimentConfig, yaml_load
     from lt_ray.errors import LTRayError
-    from lt_ray.experiment import resolve
+    from lt_ray.resolution import resolve
 
     try:
         saved = resolve(ExperimentConfig.from_dict(yaml_load(path.read_text())))
     except (LTRayError, OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return saved == resolve(cfg)
+    return saved.config == resolved.config
 
 
-def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None:
+def check_out_dir(out: Path, resolved: Any, *, overwrite: bool, resume: bool) -> None:
     """Refuse to mix two runs in one folder unless asked to (writes nothing)."""
     from lt_ray.errors import LTRayError
     from lt_ray.experiment import CONFIG_FILE
@@ -114,7 +114,7 @@ def check_out_dir(out: Path, cfg: Any, *, overwrite: bool, resume: bool) -> None
     if not any(p.exists() for p in outputs):
         return
     if resume:
-        if outputs[2].exists() and not same_run_config(out / CONFIG_FILE, cfg):
+        if outputs[2].exists() and not same_run_config(out / CONFIG_FILE, resolved):
             raise LTRayError(
                 f"--resume: {out / CONFIG_FILE} holds a different config; resume with the same "
                 "--config/--set values, or use a new --out"
@@ -148,18 +148,19 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
     A pretrained: section (the GML plug-in) is trained first, once, into the artifacts."""
     from lt_ray import artifacts as A
     from lt_ray.data import build_dataset
-    from lt_ray.experiment import run, runtime_device, validate
+    from lt_ray.experiment import run, runtime_device
+    from lt_ray.resolution import resolve
 
     setup_logging()
-    cfg = load_config(config, method, overrides)
-    validate(cfg)
+    resolved = resolve(load_config(config, method, overrides))
+    cfg = resolved.config
     runtime_device(cfg)  # e.g. train.device=cuda on a machine without CUDA
     root = A.resolve_root(artifacts)
-    stage = A.pretrained_config(cfg)
-    if stage is not None and A.find(root, stage) is None:
+    stage = resolved.stage
+    if stage is not None and stage.checkpoint is None and A.find(root, stage) is None:
         A.check_writable(root)  # before any training
     out_dir = Path(out).resolve()
-    check_out_dir(out_dir, cfg, overwrite=overwrite, resume=resume)
+    check_out_dir(out_dir, resolved, overwrite=overwrite, resume=resume)
     data = build_dataset(cfg.data, data_root)  # a data error must not cost the previous run
     if overwrite:
         clear_out_dir(out_dir)
@@ -167,7 +168,7 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
         f"{cfg.method.name} on {data.name}-LT (imb_factor {cfg.data.imb_factor:g}): "
         f"{int(data.class_counts.sum())} train images, {len(data.val)} val, {len(data.test)} test"
     )
-    result = run(cfg, out_dir, data=data, resume=resume, artifacts=root)
+    result = run(resolved, out_dir, data=data, resume=resume, artifacts=root)
     click.echo(summary_table(result.metrics))
     click.echo(f"results in {out_dir}")
 
@@ -269,18 +270,19 @@ def list_cmd() -> None:
     def recipe(n: str) -> str:
         import dataclasses
 
-        meta = METHODS.meta(n)
-        parts = [", ".join(f"{k}={meta[k]}" for k in ("loss", "rule", "head") if k in meta)
-                 or "own loss and heads"]
-        stage = meta.get("defaults", {}).get("pretrained", {}).get("method", {}).get("name")
-        if stage or meta.get("needs_base"):
+        spec = METHODS.get(n)
+        recipe = spec.recipe
+        parts = [f"loss={recipe.loss}, rule={recipe.rule}, head={recipe.head}" if recipe
+                 else "own loss and heads"]
+        stage = spec.defaults.get("pretrained", {}).get("method", {}).get("name")
+        if stage or spec.needs_base:
             parts.append(f"stage 1: {stage or 'pretrained: (any)'}")
-        args = meta.get("args")
-        if args is not None:
-            parts.append("method.args: " + hp({f.name: getattr(args(), f.name)
-                                               for f in dataclasses.fields(args)}))
+        fields = dataclasses.fields(spec.args)
+        if fields:
+            parts.append("method.args: " + hp({f.name: getattr(spec.args(), f.name)
+                                               for f in fields}))
         parts = "; ".join(parts)
-        return f"{parts}  {doc(METHODS.get(n))}".strip()
+        return f"{parts}  {spec.doc}".strip()
 
     show("methods (method.name)", METHODS.names(), recipe)
 
@@ -322,7 +324,8 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
     from dataclasses import replace
 
     from lt_ray.config import parse_override
-    from lt_ray.tune.space import load_spec
+    from lt_ray.tune.parse import load_spec
+    from lt_ray.tune.study import describe_plan, run_sweep
 
     setup_logging()
     changes = dict(parse_override(text) for text in overrides)
@@ -338,117 +341,7 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
         return
     run_sweep(spec, storage=storage, address=address, resume=resume,
               dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root,
-              smoke=smoke, verbose=verbose)
-
-
-def describe_plan(spec: Any, storage: str, overrides: dict[str, Any] | None = None) -> str:
-    import yaml
-
-    from lt_ray.config import ExperimentConfig
-    from lt_ray.tune.runner import study_dir_for
-
-    cells = spec.cells()
-    lines = [f"study {spec.name}: {len(cells)} grid cell(s) x {spec.num_samples} trials "
-             f"= {len(cells) * spec.num_samples} trials",
-             *([f"seed repeats: the best {spec.repeat_top_k} per cell x seeds "
-                f"{list(spec.repeat_seeds)} = "
-                f"{len(cells) * spec.repeat_top_k * len(spec.repeat_seeds)} more trials"]
-               if spec.repeat_seeds else []),
-             f"results: {study_dir_for(storage, spec.name)}",
-             "objective: " + ", ".join(
-                 f"{m} ({o})" for m, o in zip(spec.metrics, spec.modes, strict=True))
-             + f"; sampler {spec.sampler}, seed {spec.seed}",
-             f"scheduler: {spec.scheduler}"
-             + (f" (grace {spec.grace_period} epochs)" if spec.scheduler != "none" else ""),
-             f"resources per trial: cpu={spec.cpu:g}, gpu={spec.gpu:g}; at most "
-             f"{spec.max_concurrent} at once (fewer if the cluster is smaller"
-             + (f"; {int(1 / spec.gpu)} trials share one GPU" if 0 < spec.gpu < 1 else "") + ")",
-             "search space:"]
-    lines += [f"  {p.describe()}" for p in spec.params] or ["  (none: fixed config)"]
-    from lt_ray.artifacts import describe
-    from lt_ray.tune.runner import stage_levels
-
-    levels = stage_levels(spec)
-    if levels:
-        lines.append(f"stage artifacts (built once, before the search, in <storage>/artifacts): "
-                     f"{sum(map(len, levels))}")
-        lines += [f"  {d['hash']}: {d['method']}, {d['epochs']} epochs, {d['dataset']} IF "
-                  f"{d['imb_factor']:g}, seed {d['seed']}"
-                  for level in levels for d in map(describe, level)]
-    lines.append("grid cells:")
-    lines += [f"  {c.id}: {c.label}" for c in cells]
-    if overrides:
-        lines.append("overrides (--set): " + ", ".join(
-            f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()))
-    lines.append("base config (resolved):")
-    resolved = ExperimentConfig.from_dict(spec.base).to_dict()
-    lines.append(yaml.safe_dump(resolved, sort_keys=False).rstrip().replace("\n", "\n  "))
-    return "\n".join(lines)
-
-
-def run_sweep(spec: Any, *, storage: str, address: str | None, resume: bool, dashboard: bool,
-              optuna_storage: str | None, data_root: str | None, smoke: bool = False,
-              verbose: bool = False) -> None:
-    """Check study folder and data, start/join Ray, check resources, fit, export, summarize.
-    A smoke run asks for no GPU where the cluster has none (it checks the YAML, not speed)."""
-    from dataclasses import replace
-
-    from lt_ray.artifacts import study_root
-    from lt_ray.data import build_dataset, resolve_root
-    from lt_ray.results.provenance import collect_provenance
-    from lt_ray.tune.console import StudyConsole, quiet_ray
-    from lt_ray.tune.export import export, summarize
-    from lt_ray.tune.runner import (
-        check_resources,
-        check_study_dir,
-        dashboard_access,
-        fit_study,
-        has_gpus,
-        prepare_stages,
-        start_ray,
-        stop_ray,
-        study_dir_for,
-        total_trials,
-        with_absolute_data_root,
-        write_study_file,
-    )
-
-    spec = with_absolute_data_root(spec)
-    study_dir = study_dir_for(storage, spec.name)
-    check_study_dir(study_dir, spec, resume=resume)
-    root = str(resolve_root(None, data_root))
-    for data_cfg in {repr(c.data): c.data for c in map(spec.cell_config, spec.cells())}.values():
-        build_dataset(data_cfg, root)  # download/verify each dataset once, in the driver
-    quiet_ray(verbose)
-    url = start_ray(address, dashboard=dashboard, verbose=verbose)
-    try:
-        if smoke and spec.gpu and not has_gpus():
-            click.echo("smoke: this Ray has no GPU, the 2 trials run on the CPU")
-            spec = replace(spec, gpu=0.0)
-        slots = check_resources(spec)
-        if not resume:
-            # provenance of the code submitted, collected once here: on every row, failed ones too
-            write_study_file(study_dir, spec, collect_provenance({"cpu": spec.cpu,
-                                                                   "gpu": spec.gpu}))
-        if url:
-            access = dashboard_access()
-            click.echo(f"Ray dashboard: {url}" + (f"\n  ({access})" if access else ""))
-        click.echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
-                   f"trials, {slots} at once -> {study_dir}")
-        artifacts = study_root(storage)
-        built = prepare_stages(spec, artifacts, root)
-        if built:
-            click.echo(f"built {built} stage artifact(s) in {artifacts}")
-        console = StudyConsole(total_trials(spec), {c.index: c.label for c in spec.cells()
-                                                    if c.values}, spec.metrics[0], spec.modes[0])
-        results = fit_study(spec, study_dir, resume=resume, data_root=root,
-                            optuna_storage=optuna_storage, artifacts=artifacts,
-                            console=console, verbose=verbose)
-        paths, records = export(study_dir, results)
-    finally:
-        stop_ray()
-    click.echo(summarize(spec.metrics, spec.modes, records))
-    click.echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
+              smoke=smoke, verbose=verbose, echo=click.echo)
 
 
 @main.command("export")

@@ -1,16 +1,19 @@
 """Typed, frozen experiment configuration with strict parsing and dotted overrides.
 
-Values layer as dataclass defaults < YAML file < ``--set a.b=value``. ``from_dict`` rejects any
-unknown key and any value of the wrong type with a :class:`ConfigError` naming the dotted path.
-Semantic checks that need the registries (known names, hyper-parameter names) live in
-:func:`lt_ray.experiment.validate`.
+Owns the config dataclasses and their parsing: ``from_dict`` rejects any unknown key and any
+value of the wrong type with a :class:`ConfigError` naming the dotted path. An
+:class:`ExperimentConfig` as parsed holds the user's values over the dataclass defaults; the
+method's recipe, its hooks, the ``pretrained:`` stage and every check that needs the
+registries belong to :mod:`lt_ray.resolution`, the one step that turns it into a run.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import functools
+import inspect
 import keyword
 import math
 import re
@@ -18,6 +21,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, Union
 
 import yaml
@@ -129,17 +133,22 @@ class TrainConfig:
     checkpoint_every: int = 1  # write the resumable checkpoint every N epochs
 
 
+#: Precisions of ``train.precision`` (besides ``auto``) and ``train.eval_precision``.
+PRECISIONS = ("fp32", "bf16", "fp16")
+EVAL_PRECISIONS = ("fp32", "train")  # evaluate in fp32, or with the training autocast
+#: The key of the ``pretrained:`` section that names a checkpoint trained elsewhere.
+CHECKPOINT_KEY = "checkpoint"
+
 INTERNAL = {"internal": True}  # dataclass field metadata: not a config key
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    """One run. Values layer as dataclass defaults < the method's recipe < YAML < ``--set``.
+    """One run as the user gave it: their values (``explicit``) over the dataclass defaults.
 
-    ``from_dict`` takes the user's values (a partial, nested mapping); the method's recipe
-    (``METHODS.meta(name)["defaults"]``, e.g. GML's optimiser and schedule) fills what they
-    leave unset. ``replace`` applies dotted overrides to the user's values and layers again,
-    so changing ``method.name`` brings the new method's recipe.
+    :func:`lt_ray.resolution.resolve` layers them on the method's recipe (defaults < recipe <
+    YAML < ``--set``); ``replace`` applies dotted overrides to the user's values, so changing
+    ``method.name`` brings the new method's recipe at resolution.
     """
 
     seed: int = 0  # model init, sampling and augmentation
@@ -149,40 +158,28 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     # stage 1 of a multi-stage method: a partial experiment config, trained once per distinct
-    # resolved config and cached as an artifact (lt_ray.artifacts); inherits data, seed, model.arch
+    # resolved config and cached as an artifact (lt_ray.artifacts); inherits data, seed, model.arch.
+    # With `checkpoint: PATH` the stage is read from a file trained elsewhere instead.
     pretrained: dict[str, Any] | None = None
-    # the values the user set, before the recipe (what `replace` layers on again)
+    # the values the user set (what resolution layers on the recipe, and `replace` changes)
     explicit: dict[str, Any] = field(default_factory=dict, compare=False, repr=False,
                                      metadata=INTERNAL)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> ExperimentConfig:
         raw = copy.deepcopy(raw or {})
-        from_dict(cls, raw)  # unknown keys and wrong types, named as the user wrote them
-        name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
-        merged = deep_merge(recipe_defaults(name or MethodConfig.name), raw)
-        return dataclasses.replace(from_dict(cls, merged), explicit=raw)
+        return dataclasses.replace(from_dict(cls, raw), explicit=raw)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
         """A copy with dotted-key overrides applied (``{"optim.lr": 0.05}``) to the user's
-        values, layered again on the (possibly new) method's recipe."""
+        values."""
         raw = copy.deepcopy(self.explicit)
         for key, value in overrides.items():
             set_dotted(raw, key, value)
         return ExperimentConfig.from_dict(raw)
-
-
-def recipe_defaults(method: str) -> dict[str, Any]:
-    """The config values method ``method`` sets by default (nested); {} for an unknown name
-    (validation reports it)."""
-    from lt_ray.methods import METHODS  # the registry fills itself on import
-
-    if method not in METHODS:
-        return {}
-    return copy.deepcopy(METHODS.meta(method).get("defaults", {}))
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -235,8 +232,6 @@ def _fields(cls: Any) -> list[dataclasses.Field]:
 
 
 def _unknown_key(path: str, key: Any, names: list[str]) -> ConfigError:
-    import difflib
-
     close = difflib.get_close_matches(str(key), names, n=1)
     hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
     return ConfigError(
@@ -249,11 +244,14 @@ def check_key(dotted: str) -> None:
     a free-form mapping such as ``method.loss_args`` is accepted here)."""
     tp: Any = ExperimentConfig
     path = ""
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
         if typing.get_origin(tp) is dict:
             return
         if not dataclasses.is_dataclass(tp):
             raise ConfigError(f"'{path}' is a value, not a section: {dotted}")
+        if path and tp is ExperimentConfig and part == CHECKPOINT_KEY and i == len(parts) - 1:
+            return  # pretrained.checkpoint: a stage read from a file
         names = [f.name for f in _fields(tp)]
         if part not in names:
             raise _unknown_key(path, part, names)
@@ -327,8 +325,6 @@ def python_name(key: str) -> str:
 
 def hparam_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     """Keyword-only parameters of a loss/rule factory with their defaults: its hyper-parameters."""
-    import inspect
-
     params = inspect.signature(factory).parameters
     return {p.name: p.default for p in params.values() if p.kind is p.KEYWORD_ONLY}
 
@@ -395,8 +391,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML mapping; syntax errors name the file and line."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")

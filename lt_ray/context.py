@@ -1,4 +1,4 @@
-"""LTContext: the one way dataset facts (and stage artifacts) reach losses, rules, methods."""
+"""LTContext: the one way dataset facts reach losses, rules and methods."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ class LTContext:
     num_classes: int
     class_counts: torch.Tensor  # int64 [C], training split
     device: torch.device
-    data: Any = None  # the LTData being trained on (feature caches); None when only restoring
-    artifacts: str | None = None  # root of the stage artifacts (lt_ray.artifacts)
-    load_base: bool = True  # False: a state dict will be loaded over the method (restoring)
+    data: Any = None  # the LTData being trained on; None when only restoring a checkpoint
+    #: the stage's pooled features of every split [N, D] (a method's ``prepare`` product), or
+    #: None: the method then encodes images itself
+    features: dict[str, torch.Tensor] | None = None
 
     @property
     def prior(self) -> torch.Tensor:

@@ -4,6 +4,8 @@ Per epoch: ``method.on_epoch_start`` -> sampler from the method (train rule) -> 
 ``training_step`` -> backward -> SGD step; then evaluation of val and test every
 ``train.eval_every`` epochs (and at the last), a report callback and a resumable checkpoint.
 The whole official test set (``fulltest``) is evaluated once, with the last epoch.
+:func:`encode_splits` is the same evaluation pass for pooled features (a stage's per-base
+product, cached by the orchestrator).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 
 from lt_ray.checkpoint import load_checkpoint, save_checkpoint
+from lt_ray.config import PRECISIONS as PRECISION_NAMES
 from lt_ray.config import ExperimentConfig, TrainConfig
 from lt_ray.data import DeviceLoader, LTData
 from lt_ray.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -32,8 +35,8 @@ log = logging.getLogger(__name__)
 #: ``report(epoch_record, checkpoint_path_or_None, per_class_recall)`` after every evaluated
 #: epoch; ``per_class_recall`` maps each evaluated split to its recall vector.
 Reporter = Callable[[dict[str, Any], Path | None, dict[str, list[float]]], None]
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-EVAL_PRECISIONS = ("fp32", "train")  # evaluate in fp32, or with the training autocast
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), strict=True))
+SPLITS = ("train", "val", "test", "fulltest")
 EVAL_PREFIXES = ("val_", "test_", "fulltest_")
 NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
 
@@ -137,6 +140,30 @@ def evaluate(
         per_class.update(recall)
     method.train(was_training)
     return flat, per_class
+
+
+def eval_precision(train: TrainConfig) -> str:
+    """The precision name evaluations (and cached features) use: fp32, or the training one."""
+    return "fp32" if train.eval_precision == "fp32" else train.precision
+
+
+@torch.no_grad()
+def encode_splits(method: Method, data: LTData, train: TrainConfig,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """Pooled features [N, D] (fp32, on the CPU) of every split of ``data``, un-augmented, as
+    the engine evaluates: eval mode, ``train``'s evaluation precision and memory format."""
+    name = eval_precision(train)
+    dtype = None if name == "fp32" else resolve_precision(name, device)
+    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+    method.to(device=device, memory_format=memory_format).eval()
+    out = {}
+    with autocast(device, dtype):
+        for split_name in SPLITS:
+            split = getattr(data, split_name).to(device)
+            loader = DeviceLoader(split, batch_size=train.eval_batch_size, mean=data.mean,
+                                  std=data.std, train=False, channels_last=train.channels_last)
+            out[split_name] = torch.cat([method.encode(b.x).float().cpu() for b in loader])
+    return out
 
 
 def build_optimizer(method: Method, cfg: ExperimentConfig) -> torch.optim.SGD:

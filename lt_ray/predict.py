@@ -23,9 +23,13 @@ import torch
 from lt_ray.checkpoint import load_checkpoint, load_weights
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import DeviceLoader, LTData, Split, build_dataset
+from lt_ray.data.cifar import CIFAR_MEAN, CIFAR_STD
+from lt_ray.engine import evaluate, resolve_precision
 from lt_ray.errors import CheckpointError, ConfigError, DataError, LTRayError
+from lt_ray.experiment import build_method
 from lt_ray.methods import Method
-from lt_ray.metrics import EVAL_SPLITS
+from lt_ray.metrics import EVAL_SPLITS, METRICS
+from lt_ray.resolution import resolve
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -89,8 +93,6 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Traine
     """Restore the method of lt-ray checkpoint ``path`` (a file, or a folder holding
     ``checkpoint.pt``) on ``device``, in eval mode. A CheckpointError for anything that is
     not an lt-ray checkpoint (a bare state dict, another torch file, a corrupt one)."""
-    from lt_ray.experiment import build_method, resolve, validate
-
     path = checkpoint_file(path)
     device = torch.device(device)
     saved = load_checkpoint(path)
@@ -108,17 +110,21 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Traine
             isinstance(c, int) for c in counts):
         raise CheckpointError(f"{path}: its config or class counts are malformed")
     try:
-        cfg = resolve(ExperimentConfig.from_dict(raw))
-        validate(cfg)
+        resolved = resolve(ExperimentConfig.from_dict(raw))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: the config it records is invalid here: {exc}") from None
+    except LTRayError as exc:  # e.g. the base checkpoint of a stage is gone
+        name = (raw.get("method") or {}).get("name")
+        raise CheckpointError(f"cannot rebuild the {name} method of {path}: {exc}") from None
     class_counts = torch.tensor(counts, dtype=torch.int64)
     names = saved.get("class_names")
     if not isinstance(names, list) or len(names) != len(counts):
         names = [f"class_{i}" for i in range(len(counts))]
+    cfg = resolved.config
     try:
-        method = build_method(cfg, None, device, class_counts=class_counts, load_base=False)
-    except LTRayError as exc:  # e.g. the external base checkpoint of a GML run is gone
+        method = build_method(resolved, None, device, class_counts=class_counts,
+                              load_weights=False)
+    except LTRayError as exc:
         raise CheckpointError(f"cannot rebuild the {cfg.method.name} method of {path}: "
                               f"{exc}") from None
     load_weights(method, saved["state_dict"], source=str(path))
@@ -131,8 +137,6 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Traine
 def input_spec(cfg: ExperimentConfig, data_root: str | None = None) -> InputSpec:
     """The training resolution and normalisation of ``cfg.data``: CIFAR's constants; the
     synthetic dataset's (and any other's) from the dataset itself."""
-    from lt_ray.data.cifar import CIFAR_MEAN, CIFAR_STD
-
     if cfg.data.dataset in ("cifar10", "cifar100"):
         return InputSpec(32, tuple(CIFAR_MEAN), tuple(CIFAR_STD))
     data = build_data(cfg, data_root)  # synthetic: generated, no files
@@ -216,8 +220,6 @@ def evaluate_split(trained: Trained, split: str, *, data_root: str | None = None
     """Flat metrics (``{split}_{metric}`` and, per named output, ``..._{output}``; fractions)
     and per-class recall of ``split`` of the checkpoint's dataset, through the engine's
     evaluation with the checkpoint's train config (its eval precision: fp32 by default)."""
-    from lt_ray.engine import evaluate, resolve_precision
-
     if split not in EVAL_SPLITS:
         raise LTRayError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     if data is None:
@@ -295,8 +297,6 @@ def metrics_json(trained: Trained, split: str, metrics: dict[str, float],
 def format_metrics(trained: Trained, split: str, metrics: dict[str, float]) -> str:
     """One row per output (the named ones of a method with several, the primary marked *),
     metrics in %."""
-    from lt_ray.metrics import METRICS
-
     rows = [f"{trained.cfg.method.name} on {trained.cfg.data.dataset}, split {split} (%)",
             "output    " + "".join(f"{m:>8}" for m in METRICS)]
     primary = trained.primary_output

@@ -155,13 +155,13 @@ def test_overwrite_with_missing_data_keeps_the_previous_run(tmp_path):
 
 def test_scientific_notation_in_set_values():
     from lt_ray.cli import load_config
-    from lt_ray.experiment import resolve, validate
+    from lt_ray.resolution import resolve
 
     cfg = load_config(None, "focal", ("optim.weight_decay=5e-4", "method.loss_args.gamma=2e0",
                                       "optim.lr=1E-1"))
-    validate(cfg)
+    resolved = resolve(cfg)
     assert cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 0.1
-    assert resolve(cfg).method.loss_args == {"gamma": 2.0}
+    assert resolved.config.method.loss_args == {"gamma": 2.0}
 
 
 def test_train_records_the_resolved_recipe(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 
 from lt_ray.config import ExperimentConfig, check_key, load_yaml, parse_override
 from lt_ray.errors import ConfigError
-from lt_ray.experiment import resolve, validate
+from lt_ray.resolution import resolve
 
 
 def test_defaults_round_trip_through_dict():
@@ -86,7 +86,7 @@ def test_scientific_notation_in_yaml_files(tmp_path):
     assert raw["optim"] == {"weight_decay": 5e-4, "lr": 0.1}
     cfg = ExperimentConfig.from_dict(raw)
     assert cfg.optim.weight_decay == 5e-4 and cfg.train.epochs == 100
-    assert resolve(cfg).method.loss_args == {"gamma": 2.0}
+    assert resolve(cfg).config.method.loss_args == {"gamma": 2.0}
 
 
 def test_pyyaml_safe_load_itself_is_unchanged():
@@ -141,11 +141,10 @@ def test_check_key():
 )
 def test_loss_and_rule_args_are_type_checked(method, section, key, value, expected):
     cfg = ExperimentConfig.from_dict({"method": {"name": method, section: {key: value}}})
-    for check in (resolve, validate):
-        with pytest.raises(ConfigError) as info:
-            check(cfg)
-        assert f"'method.{section}.{key}'" in str(info.value)
-        assert expected in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        resolve(cfg)
+    assert f"'method.{section}.{key}'" in str(info.value)
+    assert expected in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -166,13 +165,13 @@ def test_loss_and_rule_args_are_type_checked(method, section, key, value, expect
 def test_loss_and_rule_args_are_range_checked(method, section, args, expected):
     cfg = ExperimentConfig.from_dict({"method": {"name": method, section: args}})
     with pytest.raises(ConfigError) as info:
-        validate(cfg)
+        resolve(cfg)
     assert expected in str(info.value)
 
 
 def test_int_loss_args_become_floats_and_lambda_is_lambda_():
     cfg = ExperimentConfig.from_dict({"method": {"name": "feabal", "loss_args": {"lambda": 40}}})
-    args = resolve(cfg).method.loss_args
+    args = resolve(cfg).config.method.loss_args
     assert args == {"lambda_": 40.0, "curriculum": True} and isinstance(args["lambda_"], float)
 
 
@@ -180,11 +179,11 @@ def test_int_loss_args_become_floats_and_lambda_is_lambda_():
 
 
 def test_resolve_fills_the_recipe_and_every_hyperparameter():
-    cfg = resolve(ExperimentConfig.from_dict({"method": {"name": "ldam_drw"}}))
+    cfg = resolve(ExperimentConfig.from_dict({"method": {"name": "ldam_drw"}})).config
     assert (cfg.method.loss, cfg.method.rule, cfg.model.head) == ("ldam", "drw", "normed")
     assert cfg.method.loss_args == {"max_m": 0.5, "s": 30.0}
     assert cfg.method.rule_args == {"beta": 0.9999, "start_fraction": 0.8}
-    plain = resolve(ExperimentConfig())
+    plain = resolve(ExperimentConfig()).config
     assert (plain.method.loss, plain.method.rule, plain.model.head) == ("ce", "none", "linear")
     assert plain.method.loss_args == {} and plain.method.rule_args == {}
 
@@ -193,20 +192,19 @@ def test_resolve_is_idempotent_and_keeps_given_values():
     raw = ExperimentConfig.from_dict(
         {"method": {"name": "focal", "loss_args": {"gamma": 2}, "rule": "drw"}}
     )
-    once = resolve(raw)
+    once = resolve(raw).config
     assert once.method.loss_args == {"gamma": 2.0}
     assert once.method.rule_args == {"beta": 0.9999, "start_fraction": 0.8}
-    assert resolve(once) == once
+    assert resolve(once).config == once
     assert ExperimentConfig.from_dict(once.to_dict()) == once  # round-trips through YAML
-    validate(raw)
-    validate(once)
+    assert resolve(ExperimentConfig.from_dict(once.to_dict())).config == once
 
 
 def test_resolved_args_of_another_loss_are_still_refused():
-    resolved = resolve(ExperimentConfig.from_dict({"method": {"name": "focal"}}))
+    resolved = resolve(ExperimentConfig.from_dict({"method": {"name": "focal"}})).config
     recorded = ExperimentConfig.from_dict(resolved.to_dict())  # e.g. a run's config.yaml
     with pytest.raises(ConfigError, match="loss 'ce' has no hyper-parameter 'gamma'"):
-        validate(recorded.replace({"method.loss": "ce"}))
+        resolve(recorded.replace({"method.loss": "ce"}))
 
 
 # ---------------------------------------------------------------- loss / head / rule
@@ -232,7 +230,7 @@ def test_resolved_args_of_another_loss_are_still_refused():
 )
 def test_incompatible_loss_head_rule_is_refused(changes, expected):
     with pytest.raises(ConfigError) as info:
-        validate(ExperimentConfig().replace(changes))
+        resolve(ExperimentConfig().replace(changes))
     assert expected in str(info.value)
 
 
@@ -248,7 +246,7 @@ def test_incompatible_loss_head_rule_is_refused(changes, expected):
     ],
 )
 def test_compatible_combinations_pass(changes):
-    validate(ExperimentConfig().replace(changes))
+    resolve(ExperimentConfig().replace(changes))
 
 
 # ---------------------------------------------------------------- device
@@ -259,10 +257,10 @@ def test_cuda_device_is_valid_config_even_without_cuda(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "cuda:1", "cpu", "auto"):
-        validate(ExperimentConfig().replace({"train.device": device}))
+        resolve(ExperimentConfig().replace({"train.device": device}))
     for bad in ("gpu", "cuda:x", "meta", ""):
         with pytest.raises(ConfigError, match="train.device"):
-            validate(ExperimentConfig().replace({"train.device": bad}))
+            resolve(ExperimentConfig().replace({"train.device": bad}))
 
 
 def test_run_refuses_cuda_without_cuda_before_reading_data(monkeypatch, tmp_path, tiny_cfg):
@@ -273,7 +271,7 @@ def test_run_refuses_cuda_without_cuda_before_reading_data(monkeypatch, tmp_path
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(experiment, "build_dataset", lambda *a, **k: pytest.fail("data read"))
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        experiment.run(tiny_cfg.replace({"train.device": "cuda"}), tmp_path / "run")
+        experiment.run(resolve(tiny_cfg.replace({"train.device": "cuda"})), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -289,7 +287,7 @@ def test_expected_class_counts_match_the_long_tail_formula():
     c100 = expected_class_counts(DataConfig(dataset="cifar100"))
     assert len(c100) == 100 and (c100[0], c100[-1]) == (500, 5)
     with pytest.raises(ConfigError, match="without training images"):
-        validate(ExperimentConfig().replace({"data.dataset": "synthetic",
+        resolve(ExperimentConfig().replace({"data.dataset": "synthetic",
                                              "data.imb_factor": 1000}))
 
 
@@ -307,9 +305,9 @@ def test_expected_class_counts_match_the_long_tail_formula():
 def test_values_that_would_fail_or_hang_later_are_refused_now(key, value, expected):
     changes = {"data.dataset": "synthetic", key: value}
     if expected is None:  # nesterov with the default momentum is fine; without momentum not
-        validate(ExperimentConfig().replace(changes))
+        resolve(ExperimentConfig().replace(changes))
         changes["optim.momentum"] = 0.0
         expected = "optim.nesterov needs optim.momentum > 0"
     with pytest.raises(ConfigError) as info:
-        validate(ExperimentConfig().replace(changes))
+        resolve(ExperimentConfig().replace(changes))
     assert expected in str(info.value)

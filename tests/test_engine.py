@@ -8,13 +8,14 @@ from lt_ray.engine import fit, resolve_precision
 from lt_ray.errors import TrainingDiverged
 from lt_ray.experiment import build_method, run, seed_everything
 from lt_ray.methods import METHODS
+from lt_ray.resolution import resolve
 
 
 def test_synthetic_run_learns(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace(
         {"train.epochs": 10, "optim.lr": 0.05, "data.synthetic.n_max": 100}
     )
-    result = run(cfg, tmp_path / "out")
+    result = run(resolve(cfg), tmp_path / "out")
     assert len(result.history) == 10
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.metrics["test_acc"] > 0.6  # 4 classes: chance is 0.25
@@ -26,13 +27,13 @@ def test_synthetic_run_learns(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_one_epoch(tiny_cfg, name, tmp_path):
     cfg = tiny_cfg.replace({"method.name": name, "train.epochs": 1})
-    if METHODS.meta(name).get("needs_base"):  # a stage 2: on a one-epoch stage 1
-        if "pretrained" not in METHODS.meta(name)["defaults"]:  # a plug-in: on a CE base
+    spec = METHODS.get(name)
+    if spec.needs_base:  # a stage 2: on a one-epoch stage 1
+        if "pretrained" not in spec.defaults:  # a plug-in: on a CE base
             cfg = cfg.replace({"pretrained.method.name": "ce"})
         cfg = cfg.replace({"pretrained.train.epochs": 1, "pretrained.train.batch_size": 16})
-    if name == "paco":  # a queue of whole batches
-        cfg = cfg.replace({"method.args.queue_size": 64})
-    result = run(cfg, None, artifacts=str(tmp_path / "artifacts"))
+    # every method's defaults must fit the tiny config (e.g. a queue of whole tiny batches)
+    result = run(resolve(cfg), None, artifacts=str(tmp_path / "artifacts"))
     for key in ("val_acc", "test_hm", "fulltest_lr"):
         assert 0.0 <= result.metrics[key] <= 1.0
     assert math.isfinite(result.metrics["train_loss"])
@@ -41,20 +42,20 @@ def test_every_method_trains_one_epoch(tiny_cfg, name, tmp_path):
 def test_nan_loss_stops_with_a_specific_error(tiny_cfg):
     cfg = tiny_cfg.replace({"optim.lr": 1e30, "train.epochs": 3})
     with pytest.raises(TrainingDiverged, match="NaN/inf at epoch"):
-        run(cfg, None)
+        run(resolve(cfg), None)
 
 
 def test_eval_every_and_report_callback(tiny_cfg):
     cfg = tiny_cfg.replace({"train.epochs": 3, "train.eval_every": 2})
     seen = []
-    result = run(cfg, None, report=lambda rec, ck, pc: seen.append(rec["epoch"]))
+    result = run(resolve(cfg), None, report=lambda rec, ck, pc: seen.append(rec["epoch"]))
     assert seen == [2, 3]
     assert "val_acc" not in result.history[0] and "val_acc" in result.history[1]
 
 
 def test_resume_after_interruption_gives_the_same_result(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace({"train.epochs": 3})
-    straight = run(cfg, tmp_path / "a")
+    straight = run(resolve(cfg), tmp_path / "a")
 
     class Stop(Exception):
         pass
@@ -64,8 +65,8 @@ def test_resume_after_interruption_gives_the_same_result(tiny_cfg, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        run(cfg, tmp_path / "b", report=stop_after_two)
-    resumed = run(cfg, tmp_path / "b", resume=True)
+        run(resolve(cfg), tmp_path / "b", report=stop_after_two)
+    resumed = run(resolve(cfg), tmp_path / "b", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.metrics["test_acc"] == straight.metrics["test_acc"]
     assert resumed.history[-1]["train_loss"] == pytest.approx(straight.history[-1]["train_loss"])
@@ -75,14 +76,14 @@ def test_bf16_autocast_on_cpu_trains(tiny_cfg):
     if resolve_precision("auto", torch.device("cpu")) is None:
         pytest.skip("no native bf16 on this CPU")
     cfg = tiny_cfg.replace({"train.precision": "bf16", "train.epochs": 1})
-    assert run(cfg, None).metrics["precision"] == "bfloat16"
+    assert run(resolve(cfg), None).metrics["precision"] == "bfloat16"
 
 
 def test_resample_rule_changes_the_sampler(tiny_cfg):
     cfg = tiny_cfg.replace({"method.name": "resample_ce"})
     data = build_dataset(cfg.data)
     seed_everything(0)
-    method = build_method(cfg, data, torch.device("cpu"))
+    method = build_method(resolve(cfg), data, torch.device("cpu"))
     method.on_epoch_start(0, 2)
     assert method.sampler() == ("effective", {"beta": 0.9999})
 
@@ -90,8 +91,8 @@ def test_resample_rule_changes_the_sampler(tiny_cfg):
 def test_fit_without_out_dir_writes_nothing(tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = build_dataset(tiny_cfg.data)
-    method = build_method(tiny_cfg, data, torch.device("cpu"))
-    fit(method, data, tiny_cfg.replace({"train.epochs": 1}))
+    method = build_method(resolve(tiny_cfg), data, torch.device("cpu"))
+    fit(method, data, resolve(tiny_cfg.replace({"train.epochs": 1})).config)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -116,12 +117,11 @@ def test_head_runs_in_fp32_under_bf16_autocast(head):
 
 def test_eval_precision_is_validated_and_recorded(tiny_cfg):
     from lt_ray.errors import ConfigError
-    from lt_ray.experiment import validate
 
     with pytest.raises(ConfigError, match="train.eval_precision='bf16' is unknown"):
-        validate(tiny_cfg.replace({"train.eval_precision": "bf16"}))
+        resolve(tiny_cfg.replace({"train.eval_precision": "bf16"}))
     cfg = tiny_cfg.replace({"train.epochs": 1, "train.precision": "bf16"})
-    fp32_eval = run(cfg, None).metrics
-    train_eval = run(cfg.replace({"train.eval_precision": "train"}), None).metrics
+    fp32_eval = run(resolve(cfg), None).metrics
+    train_eval = run(resolve(cfg.replace({"train.eval_precision": "train"})), None).metrics
     assert fp32_eval["train_loss"] == train_eval["train_loss"]  # same training either way
     assert fp32_eval["precision"] == "bfloat16"

@@ -26,7 +26,7 @@ from conftest import TINY
 from lt_ray.cli import load_config, main
 from lt_ray.config import ExperimentConfig, yaml_load
 from lt_ray.errors import LTRayError
-from lt_ray.experiment import resolve, validate
+from lt_ray.resolution import resolve
 
 pytestmark = pytest.mark.timeout(300)  # a hang (e.g. a huge config value) must fail, not stall
 
@@ -48,7 +48,7 @@ SYNTHETIC_STUDY = {
 }
 STUDIES = [yaml.safe_load(p.read_text()) for p in SPACES] + [SYNTHETIC_STUDY]
 EXPERIMENTS = [TINY, {"method": {"name": "ldam_drw", "loss_args": {"s": 30}}},
-               resolve(ExperimentConfig.from_dict({"method": {"name": "feabal"}})).to_dict()]
+               resolve(ExperimentConfig.from_dict({"method": {"name": "feabal"}})).config.to_dict()]
 
 
 def _leaf_keys(cls: Any, prefix: str = "") -> list[str]:
@@ -223,7 +223,7 @@ def test_sweep_set_overrides_fail_cleanly(workdir, data):
 @FUZZ
 @given(data=st.data())
 def test_experiment_configs_fail_cleanly(workdir, data):
-    """--config FILE and --set through load_config + validate: ConfigError or a valid config that
+    """--config FILE and --set through load_config + resolve: ConfigError or a valid config that
     resolves idempotently and round-trips through YAML (what config.yaml records)."""
     doc = mutate(data, data.draw(st.sampled_from(EXPERIMENTS)), data.draw(st.integers(0, 3)))
     path = workdir / "exp.yaml"
@@ -233,7 +233,7 @@ def test_experiment_configs_fail_cleanly(workdir, data):
     overrides = tuple(a for a in set_args(data) if a != "--set")
     try:
         cfg = load_config(str(path), method, overrides)
-        validate(cfg)
+        resolved = resolve(cfg).config
     except LTRayError:
         event("refused")
         out = workdir / "run"
@@ -246,7 +246,7 @@ def test_experiment_configs_fail_cleanly(workdir, data):
         assert res.exit_code == 2 and not out.exists()
         return
     event("valid")
-    resolved = resolve(cfg)
-    assert resolve(resolved) == resolved
-    assert ExperimentConfig.from_dict(yaml_load(dump(resolved.to_dict()))) == resolved
-    validate(resolved)
+    assert resolve(resolved).config == resolved
+    reloaded = ExperimentConfig.from_dict(yaml_load(dump(resolved.to_dict())))
+    assert reloaded == resolved
+    assert resolve(reloaded).config == resolved

@@ -18,11 +18,13 @@ from lt_ray.cli import main
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
 from lt_ray.engine import fit
-from lt_ray.experiment import build_method, ensure_stages, resolve, run, seed_everything
+from lt_ray.errors import ConfigError
+from lt_ray.experiment import build_method, ensure_stages, run, seed_everything
 from lt_ray.methods.mislas import MiSLASStage2, per_if_defaults
 from lt_ray.methods.paco import PaCoMethod
 from lt_ray.methods.ride import RIDEMethod, RIDERouter
 from lt_ray.models.ride import RideResNet, route
+from lt_ray.resolution import resolve
 
 
 def tiny(**overrides) -> ExperimentConfig:
@@ -32,11 +34,12 @@ def tiny(**overrides) -> ExperimentConfig:
 
 def built(cfg: ExperimentConfig, tmp_path: Path):
     """The resolved config, its data and its method, with stage 1 trained into tmp_path."""
-    cfg = resolve(cfg)
+    resolved = resolve(cfg)
+    cfg = resolved.config
     data = build_dataset(cfg.data)
-    root = ensure_stages(cfg, str(tmp_path / "art"), data_root=None, data=data, build=True)
+    root = ensure_stages(resolved, str(tmp_path / "art"), data_root=None, data=data, build=True)
     seed_everything(cfg.seed)
-    return cfg, data, build_method(cfg, data, torch.device("cpu"), artifacts=root)
+    return cfg, data, build_method(resolved, data, torch.device("cpu"), root=root)
 
 
 # --- MiSLAS ----------------------------------------------------------------------------------
@@ -47,17 +50,20 @@ def test_mislas_stage2_defaults_follow_the_imbalance_factor():
     assert per_if_defaults(50) == (0.3, 0.0, 0.1)
     assert per_if_defaults(10) == (0.2, 0.0, 0.1)
     assert per_if_defaults(200) == (0.4, 0.1, 0.2)  # nearest on a log scale
-    cfg = resolve(tiny(**{"method.name": "mislas", "data.imb_factor": 50}))
+    # IF 50 leaves the tiny data's tail class empty at n_max 48: resolution refuses that
+    cfg = resolve(tiny(**{"method.name": "mislas", "data.imb_factor": 50,
+                          "data.synthetic.n_max": 100})).config
     assert cfg.method.loss == "las" and cfg.method.loss_args["smooth_head"] == 0.3
     assert cfg.method.loss_args["smooth_tail"] == 0.0 and cfg.method.args["lr_factor"] == 0.1
     assert cfg.optim.schedule == "cosine" and cfg.optim.warmup_epochs == 0
-    assert resolve(ExperimentConfig.from_dict({"method": {"name": "mislas"}})).train.epochs == 10
+    recipe = resolve(ExperimentConfig.from_dict({"method": {"name": "mislas"}})).config
+    assert recipe.train.epochs == 10
     assert cfg.pretrained["method"]["name"] == "mislas_stage1"
     assert cfg.pretrained["method"]["mixup_alpha"] == 1.0
     assert cfg.pretrained["optim"]["decay"] == [0.1, 0.01]
     assert cfg.pretrained["model"]["arch"] == "resnet20"  # inherited
     given = resolve(tiny(**{"method.name": "mislas", "method.loss_args.smooth_head": 0.25,
-                            "method.args.lr_factor": 0.5}))
+                            "method.args.lr_factor": 0.5})).config
     assert given.method.loss_args["smooth_head"] == 0.25
     assert given.method.loss_args["smooth_tail"] == 0.0  # IF 10 (TINY)
     assert given.method.args["lr_factor"] == 0.5
@@ -192,7 +198,7 @@ def test_gml_retrains_the_classifier_of_ride_paco_and_mislas(tmp_path, base):
     if base == "mislas":
         overrides["pretrained.pretrained.train.epochs"] = 1
     cfg = tiny(**overrides)
-    result = run(cfg, tmp_path / "out", artifacts=str(tmp_path / "art"))
+    result = run(resolve(cfg), tmp_path / "out", artifacts=str(tmp_path / "art"))
     stage_metrics = _artifact_metrics(tmp_path / "art", base)
     # the old head is the base itself: the same predictions, the same metrics
     assert result.metrics["test_acc_old"] == pytest.approx(stage_metrics["test_acc"], abs=1e-9)
@@ -205,6 +211,27 @@ def _artifact_metrics(root: Path, method: str) -> dict:
         if json.loads(marker.read_text())["method"] == method:
             return json.loads((marker.parent / "metrics.json").read_text())
     raise AssertionError(f"no {method} artifact in {root}")
+
+
+# --- a stage 1 trained elsewhere (pretrained.checkpoint) -------------------------------------
+
+
+def test_an_lt_ray_checkpoint_describes_the_stage_over_the_method_default(tmp_path):
+    """ride_distill's default teacher has 6 experts; a 4-expert lt-ray teacher checkpoint
+    records what it is, and only the user's pretrained: keys change that."""
+    teacher = tiny(**{"method.name": "ride", "method.args.num_experts": 4, "train.epochs": 1})
+    run(resolve(teacher), tmp_path / "teacher")
+    path = str(tmp_path / "teacher" / "checkpoint.pt")
+    resolved = resolve(tiny(**{"method.name": "ride_distill", "train.epochs": 1,
+                               "pretrained.checkpoint": path}))
+    assert resolved.stage.checkpoint == path
+    assert resolved.stage.config.method.args["num_experts"] == 4
+    assert resolved.stage.hash == resolve(teacher).hash  # the run that wrote it
+    result = run(resolved, tmp_path / "out", artifacts=str(tmp_path / "art"))
+    assert 0.0 <= result.metrics["test_acc"] <= 1.0
+    assert not list((tmp_path / "art").glob("*/artifact.json"))  # nothing trained as stage 1
+    with pytest.raises(ConfigError, match="'ride' run \\(another architecture\\)"):
+        resolve(tiny(**{"method.name": "mislas", "pretrained.checkpoint": path}))
 
 
 # --- the CLI ---------------------------------------------------------------------------------

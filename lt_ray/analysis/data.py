@@ -21,7 +21,7 @@ from lt_ray.metrics import parse_metric_name
 from lt_ray.results import StudyTables, read_study
 from lt_ray.results import schema as S
 
-STUDY_FILE = "study.json"  # written by the sweep driver (lt_ray.tune.runner.STUDY_FILE)
+STUDY_FILE = "study.json"  # written by the sweep driver (lt_ray.tune.study_folder.STUDY_FILE)
 DEFAULT_METRIC = "val_hm"
 DEFAULT_MODE = "max"
 DEFAULT_GROUP_BY: tuple[str, ...] = (S.STUDY, S.CELL)
@@ -44,6 +44,46 @@ class Study:
         modes = _as_list(self.meta.get("mode"))
         modes = modes + [DEFAULT_MODE] * (len(metrics) - len(modes))
         return list(zip(metrics, modes, strict=False))
+
+
+@dataclass(frozen=True)
+class DeclaredOutputs:
+    """The named outputs the studies' methods declared (``study.json``'s ``outputs``): their
+    order, figure labels and, per method, one legend line for the tables."""
+
+    order: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    legends: dict[str, str] = field(default_factory=dict)  # method -> its outputs explained
+    by_method: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def sort(self, names: set[str]) -> list[str]:
+        """``names`` in declared order (undeclared ones last, by name)."""
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(names, key=lambda o: (rank.get(o, len(rank)), o))
+
+
+def declared_outputs(studies: Sequence[Study]) -> DeclaredOutputs:
+    """The output declarations of every study, merged (a study of an older lt-ray has none:
+    its outputs then sort by name, labelled by name)."""
+    order: dict[str, None] = {}
+    labels: dict[str, str] = {}
+    legends: dict[str, str] = {}
+    by_method: dict[str, tuple[str, ...]] = {}
+    for study in studies:
+        declared = study.meta.get("outputs")
+        if not isinstance(declared, dict):
+            continue
+        for method, outputs in declared.items():
+            if not isinstance(outputs, list):
+                continue
+            items = [o for o in outputs if isinstance(o, dict) and isinstance(o.get("name"), str)]
+            for o in items:
+                order.setdefault(o["name"])
+                labels.setdefault(o["name"], str(o.get("label") or o["name"]))
+            legends.setdefault(str(method), ", ".join(
+                f"`{o['name']}` = {o.get('meaning', '')}" for o in items))
+            by_method.setdefault(str(method), tuple(o["name"] for o in items))
+    return DeclaredOutputs(tuple(order), labels, legends, by_method)
 
 
 def _as_list(value: Any) -> list[str]:

@@ -24,8 +24,7 @@ from lt_ray.results import schema as S
 
 CURVE_METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr")
 CURVE_STYLES: dict[str, str] = {"val": "--", "test": "-"}
-OUTPUT_NAMES: dict[str, str] = {"": "test recall", "old": "old head", "new": "new head",
-                                "ens": "ensemble"}
+SINGLE_OUTPUT_LABEL = "test recall"  # the legend of a method with one output
 DPI = 120
 
 
@@ -53,12 +52,14 @@ def _colors(n: int) -> list[tuple[float, float, float, float]]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
+def per_class_figure(data: pd.DataFrame, title: str,
+                     labels: Mapping[str, str] | None = None) -> Figure:
     """Test recall per class (bars, %, head to tail) with the training count (log axis).
 
     ``data``: one row per output and class with ``output`` ("" for a single output, else
     old/new/ens: grouped bars), ``class_index``, ``class_name``, ``train_count``, ``mean`` and
-    ``std`` (recall in %, std NaN for one run).
+    ``std`` (recall in %, std NaN for one run); ``labels``: legend names of the outputs (the
+    methods' declared labels; default: the output names).
     """
     classes = (data.drop_duplicates(S.CLASS_INDEX)
                .sort_values([S.TRAIN_COUNT, S.CLASS_INDEX], ascending=[False, True]))
@@ -70,11 +71,12 @@ def per_class_figure(data: pd.DataFrame, title: str) -> Figure:
     ax = fig.add_subplot()
     x = np.arange(n_classes)
     bar = 0.8 / len(outputs)
+    names = {o: (labels or {}).get(o, o) if o else SINGLE_OUTPUT_LABEL for o in outputs}
     for i, (output, color) in enumerate(zip(outputs, _colors(len(outputs)), strict=True)):
         part = data[data[S.OUTPUT] == output].set_index(S.CLASS_INDEX).reindex(order)
         std = part["std"].to_numpy(dtype="float64", na_value=np.nan)
         ax.bar(x + (i - (len(outputs) - 1) / 2) * bar, part["mean"].to_numpy(dtype="float64"),
-               bar, color=color, label=OUTPUT_NAMES.get(output, output),
+               bar, color=color, label=names[output],
                yerr=None if np.isnan(std).all() else std, capsize=2, error_kw={"lw": 0.8})
     ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))

@@ -21,8 +21,10 @@ from lt_ray import __version__, storage
 from lt_ray.analysis import plots, search
 from lt_ray.analysis import tables as T
 from lt_ray.analysis.data import (
+    DeclaredOutputs,
     Study,
     all_trials,
+    declared_outputs,
     load_studies,
     objectives_by_study,
     parse_formats,
@@ -135,21 +137,22 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 
     build = _Build()
     selected, missing = T.select_best(trials, groups, objectives)
-    table = T.comparison_table(trials, selected, groups)
+    declared = declared_outputs(studies)
+    table = T.comparison_table(trials, selected, groups, declared)
     display = T.display_table(table, groups)
     caption = _table_caption(objectives)
     _header(build, studies, trials)
     _selection_section(build, groups, objectives)
-    _comparison_section(build, table, display, missing, fmts)
+    _comparison_section(build, table, display, missing, fmts, declared)
     _trials_section(build, studies)
-    _per_class_section(build, studies, trials, selected, groups)
+    _per_class_section(build, studies, trials, selected, groups, declared)
     _curves_section(build, studies, selected, groups)
     _search_section(build, studies, objectives)
     _provenance_section(build, studies)
 
-    markdown = _table_text("md", table, display, caption)
+    markdown = _table_text("md", table, display, caption, declared)
     files = {f"{TABLE_STEM}.{fmt}": (markdown if fmt == "md" else
-                                     _table_text(fmt, table, display, caption)).encode()
+                                     _table_text(fmt, table, display, caption, declared)).encode()
              for fmt in fmts}
     for name, rendered in build.figures.items():
         for fmt, data in rendered.items():
@@ -170,12 +173,13 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                   markdown=markdown)
 
 
-def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str) -> str:
+def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str,
+                declared: DeclaredOutputs) -> str:
     if fmt == "csv":
         return T.to_csv(table)
     if fmt == "tex":
         return T.to_latex(display, caption)
-    legend = "\n\n".join(_legends(table))
+    legend = "\n\n".join(_legends(table, declared))
     return f"{caption}\n\n{T.to_markdown(display)}\n\n{legend}\n"
 
 
@@ -207,7 +211,7 @@ def _table_caption(objectives: dict[str, tuple[str, str]]) -> str:
             f"(mean ± std over the seed repeats when n > 1).")
 
 
-def _legends(table: pd.DataFrame) -> list[str]:
+def _legends(table: pd.DataFrame, declared: DeclaredOutputs) -> list[str]:
     lines = [
         f"*{T.FULLTEST_HEADER}*: the columns marked `fulltest` are the whole official test set "
         "(the papers' protocol); its validation half drove the selection, so they are "
@@ -215,14 +219,10 @@ def _legends(table: pd.DataFrame) -> list[str]:
         "`–`: an empty shot group (no class with that many training images: many > 100, "
         "medium 20–100, few < 20) or a metric the run did not report.",
     ]
-    outputs = set(table[T.OUTPUT])
-    if outputs & {"old", "new", "ens"}:
-        lines.append("`output` (GML): `old` = the base model's head, `new` = the re-trained head, "
-                     "`ens` = their ensemble; the selection metric is the output the config "
-                     "reports (`method.args.ensemble`).")
-    if outputs & {"routed", "all"}:
-        lines.append("`output` (RIDE router): `routed` = the mean of the experts each image's "
-                     "router called (what the plain metrics report), `all` = every expert.")
+    shown = set(table[T.OUTPUT])
+    for method, legend in declared.legends.items():
+        if shown & set(declared.by_method.get(method, ())):
+            lines.append(f"`output` ({method}): {legend}.")
     return lines
 
 
@@ -249,13 +249,14 @@ def _selection_section(build: _Build, groups: Sequence[str],
 
 
 def _comparison_section(build: _Build, table: pd.DataFrame, display: pd.DataFrame,
-                        missing: Sequence[str], fmts: Sequence[str]) -> None:
+                        missing: Sequence[str], fmts: Sequence[str],
+                        declared: DeclaredOutputs) -> None:
     build.add(Heading(2, "Comparison (%)"))
     if table.empty:
         build.note("No group has a completed search trial to select: the comparison table is "
                    "empty (see Trials below).")
     else:
-        build.add(Table(display), *(Text(line) for line in _legends(table)))
+        build.add(Table(display), *(Text(line) for line in _legends(table, declared)))
     if missing:
         build.add(Text("Groups without a selected trial:"), Items(tuple(missing)))
         build.notes.extend(missing)
@@ -297,7 +298,8 @@ def _group_name(row: pd.Series, groups: Sequence[str]) -> str:
 
 
 def _per_class_section(build: _Build, studies: Sequence[Study], trials: pd.DataFrame,
-                       selected: pd.DataFrame, groups: Sequence[str]) -> None:
+                       selected: pd.DataFrame, groups: Sequence[str],
+                       declared: DeclaredOutputs) -> None:
     build.add(Heading(2, "Per-class recall"))
     if selected.empty:
         build.add(Text("No selected trial: nothing to plot."))
@@ -310,7 +312,7 @@ def _per_class_section(build: _Build, studies: Sequence[Study], trials: pd.DataF
     for i, (_, row) in enumerate(selected.iterrows(), start=1):
         repeats = T.repeats_of(trials, row[S.STUDY], row[S.TRIAL_ID])
         ids = list(repeats[S.TRIAL_ID]) if len(repeats) else [row[S.TRIAL_ID]]
-        data = _per_class_data(per_class[row[S.STUDY]], ids, T.outputs_of(row))
+        data = _per_class_data(per_class[row[S.STUDY]], ids, T.outputs_of(row, declared))
         label = _group_name(row, groups)
         if data.empty:
             build.add(Text(f"{label}: no per-class rows for trial `{row[S.TRIAL_ID]}`."))
@@ -318,8 +320,8 @@ def _per_class_section(build: _Build, studies: Sequence[Study], trials: pd.DataF
         runs = (f"mean ± std over {len(ids)} seed repeats" if len(repeats)
                 else f"trial {row[S.TRIAL_ID]}")
         title = f"Per-class test recall: {label} ({runs}; selected on {row[T.SELECTED_ON]})"
-        build.figure(f"per_class_{i:02d}_{_slug(label)}", plots.per_class_figure(data, title),
-                     title)
+        figure = plots.per_class_figure(data, title, declared.labels)
+        build.figure(f"per_class_{i:02d}_{_slug(label)}", figure, title)
 
 
 def _per_class_data(per_class: pd.DataFrame, trial_ids: list[str],

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lt_ray.analysis.data import DeclaredOutputs
 from lt_ray.metrics import parse_metric_name
 from lt_ray.results import schema as S
 
@@ -26,7 +27,6 @@ METRIC_LABELS: dict[str, str] = {
 TEST_HEADER = "test half (held out)"
 FULLTEST_HEADER = "fulltest (val half drove the selection)"
 SPLIT_HEADERS: dict[str, str] = {"test": TEST_HEADER, "fulltest": FULLTEST_HEADER}
-OUTPUT_ORDER: tuple[str, ...] = ("old", "new", "ens")  # GML: base head, re-trained head, ensemble
 OUTPUT = "output"
 SELECTED_ON = "selected_on"
 SELECTED_VALUE = "selected_value_pct"
@@ -125,13 +125,13 @@ def group_label(group_by: Sequence[str], key: Sequence[Any]) -> str:
     return " / ".join(parts) or "all trials"
 
 
-def outputs_of(row: pd.Series) -> list[str]:
-    """The named outputs (GML: old, new, ens) with test metrics in ``row``; [] for one output."""
+def outputs_of(row: pd.Series, declared: DeclaredOutputs) -> list[str]:
+    """The named outputs with test metrics in ``row``, in their declared order; [] for a
+    method with one output."""
     found = {p[2] for c, v in row.items()
              if isinstance(c, str) and (p := parse_metric_name(c)) is not None
              and p[0] == "test" and p[2] is not None and pd.notna(v)}
-    return sorted(found, key=lambda o: (OUTPUT_ORDER.index(o) if o in OUTPUT_ORDER
-                                        else len(OUTPUT_ORDER), o))
+    return declared.sort(found)
 
 
 def value_column(split: str, metric: str) -> str:
@@ -140,7 +140,7 @@ def value_column(split: str, metric: str) -> str:
 
 
 def comparison_table(trials: pd.DataFrame, selected: pd.DataFrame,
-                     group_by: Sequence[str]) -> pd.DataFrame:
+                     group_by: Sequence[str], declared: DeclaredOutputs) -> pd.DataFrame:
     """The numeric comparison table: one row per selected group and output, values in %.
 
     Columns: the group columns, ``output`` ("" for a single-output method), ``trial_id`` (the
@@ -152,7 +152,7 @@ def comparison_table(trials: pd.DataFrame, selected: pd.DataFrame,
     for index, best in selected.iterrows():
         repeats = repeats_of(trials, best[S.STUDY], best[S.TRIAL_ID])
         source = repeats if len(repeats) else selected.loc[[index]]
-        for output in outputs_of(best) or [""]:
+        for output in outputs_of(best, declared) or [""]:
             rec: dict[str, Any] = {c: best[c] for c in group_by}
             rec.update({OUTPUT: output, S.TRIAL_ID: best[S.TRIAL_ID],
                         SELECTED_ON: best[SELECTED_ON], SELECTED_VALUE: best[SELECTED_VALUE],

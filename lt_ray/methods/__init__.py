@@ -1,7 +1,9 @@
-"""Methods: the registered recipes and the Method interface."""
+"""Methods: the Method interface, the typed MethodSpec records and every registered method."""
 
 from lt_ray.methods import gml, mislas, paco, ride, standard  # noqa: F401  (registration)
-from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.base import Method, StepOutput
+from lt_ray.methods.spec import METHODS, MethodSpec, Output, Recipe, Stage, outputs_declaration
 from lt_ray.methods.standard import StandardMethod
 
-__all__ = ["METHODS", "Method", "StandardMethod", "StepOutput"]
+__all__ = ["METHODS", "Method", "MethodSpec", "Output", "Recipe", "Stage", "StandardMethod",
+           "StepOutput", "outputs_declaration"]

@@ -15,7 +15,6 @@ engine then reports ``{split}_{metric}_{output}`` for each and ``{split}_{metric
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -23,13 +22,7 @@ from torch import nn
 
 from lt_ray.context import LTContext
 from lt_ray.data import Batch
-from lt_ray.registry import Registry
 
-MethodFactory = Callable[..., "Method"]
-#: Each method registers its factory with metadata: ``defaults`` (the config values of its
-#: recipe, layered under YAML and --set), ``args`` (a frozen dataclass of its ``method.args``)
-#: and, for standard recipes, ``loss``/``rule``/``head``.
-METHODS: Registry[MethodFactory] = Registry("method")
 Outputs = torch.Tensor | dict[str, torch.Tensor]
 
 

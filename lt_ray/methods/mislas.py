@@ -30,8 +30,9 @@ from lt_ray.context import LTContext
 from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LTLoss, build_loss
-from lt_ray.methods.base import METHODS, Method, StepOutput
-from lt_ray.methods.stages import base_checker, load_stage
+from lt_ray.methods.base import Method, StepOutput
+from lt_ray.methods.spec import METHODS, MethodSpec, Recipe, Stage, register
+from lt_ray.methods.stages import base_checker
 from lt_ray.methods.standard import StandardMethod, register_recipe
 from lt_ray.models import CalibratedHead
 from lt_ray.models.resnet_cifar import run_head
@@ -68,7 +69,7 @@ def resolve_mislas(cfg: ExperimentConfig) -> ExperimentConfig:
     head, tail, factor = per_if_defaults(cfg.data.imb_factor)
     method = cfg.method
     loss_args = dict(method.loss_args)
-    if (method.loss or "las") == "las":
+    if method.loss == "las":
         loss_args = {"smooth_head": head, "smooth_tail": tail, **loss_args}
     args = {"lr_factor": factor, **method.args}
     return dataclasses.replace(cfg, method=dataclasses.replace(method, loss_args=loss_args,
@@ -143,18 +144,15 @@ class MiSLASStage2(Method):
 
 
 def _single_linear(stage: ExperimentConfig) -> bool:
-    meta = METHODS.meta(stage.method.name)
-    return bool(meta.get("standard")) and stage.model.head == "linear"
+    return METHODS.get(stage.method.name).standard and stage.model.head == "linear"
 
 
-def build_mislas(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+def build_mislas(cfg: ExperimentConfig, ctx: LTContext, args: MiSLASArgs,
+                 base: Method | None) -> Method:
     """MiSLAS stage 2: shifted BN, LWS and label-aware smoothing on a frozen stage-1 model."""
-    from lt_ray.experiment import method_args
-
-    base = load_stage(cfg, ctx)
     assert isinstance(base, StandardMethod)
-    loss = build_loss(cfg.method.loss or "las", ctx.class_counts, **cfg.method.loss_args)
-    return MiSLASStage2(ctx, base, loss, method_args(cfg), cfg.train.batch_size)
+    loss = build_loss(cfg.method.loss, ctx.class_counts, **cfg.method.loss_args)
+    return MiSLASStage2(ctx, base, loss, args, cfg.train.batch_size)
 
 
 register_recipe(
@@ -163,16 +161,15 @@ register_recipe(
     defaults={"method": {"mixup_alpha": 1.0},
               "optim": {"weight_decay": 5e-4, "decay": [0.1, 0.01]}},
 )
-METHODS.add(
-    "mislas", build_mislas, args=MiSLASArgs, needs_base=True, loss="las", rule="none",
-    head="linear", resolve=resolve_mislas, base_hint="mislas_stage1",
-    check_base=base_checker(_single_linear, "a single ResNet with a linear classifier "
-                            "(mislas_stage1, ce, bsce, ...)"),
+register(MethodSpec(
+    name="mislas", build=build_mislas, args=MiSLASArgs, recipe=Recipe(loss="las"),
+    doc=build_mislas.__doc__.splitlines()[0], resolve=resolve_mislas,
+    stage=Stage(hint="mislas_stage1", check=base_checker(
+        _single_linear, "a single ResNet with a linear classifier (mislas_stage1, ce, bsce, ...)")),
     defaults={
-        "method": {"loss": "las", "rule": "none"}, "model": {"head": "linear"},
         "pretrained": {"method": {"name": "mislas_stage1"}},
         "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "schedule": "cosine",
                   "warmup_epochs": 0},
         "train": {"epochs": 10, "batch_size": 128},
     },
-)
+))

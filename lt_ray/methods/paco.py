@@ -26,7 +26,8 @@ from lt_ray.context import LTContext
 from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses.paco import PaCoLoss
-from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.base import Method, StepOutput
+from lt_ray.methods.spec import MethodSpec, register
 from lt_ray.models import CalibratedHead
 from lt_ray.models.paco import PaCoNet
 
@@ -100,12 +101,11 @@ def check_paco(cfg: ExperimentConfig) -> None:
         )
 
 
-def build_paco(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+def build_paco(cfg: ExperimentConfig, ctx: LTContext, args: PaCoArgs,
+               base: Method | None) -> Method:
     """PaCo: MoCo encoders + label queue, parametric contrastive loss, two on-device views."""
-    from lt_ray.data.views import PaCoViews
-    from lt_ray.experiment import method_args
+    from lt_ray.data.views import PaCoViews  # ~1 s (torchvision v2): only when PaCo is built
 
-    args = method_args(cfg)
     net = PaCoNet(cfg.model.arch, ctx.num_classes, dim=args.dim, queue_size=args.queue_size,
                   momentum=args.momentum)
     loss = PaCoLoss(ctx.class_counts, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
@@ -116,11 +116,12 @@ def build_paco(cfg: ExperimentConfig, ctx: LTContext) -> Method:
     return PaCoMethod(ctx, net, loss, views, cfg.train.channels_last)
 
 
-METHODS.add(
-    "paco", build_paco, args=PaCoArgs, own_loss=True, validate=check_paco,
+register(MethodSpec(
+    name="paco", build=build_paco, args=PaCoArgs, doc=build_paco.__doc__.splitlines()[0],
+    validate=check_paco,
     defaults={
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",
                   "milestones": [0.8, 0.9], "decay": [0.1, 0.01], "warmup_epochs": 10},
         "train": {"epochs": 400, "batch_size": 128},
     },
-)
+))

@@ -33,8 +33,9 @@ from lt_ray.context import LTContext
 from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses.ride import RIDELoss, distill_kl, router_loss, router_targets, switch_epoch
-from lt_ray.methods.base import METHODS, Method, StepOutput
-from lt_ray.methods.stages import base_checker, load_stage
+from lt_ray.methods.base import Method, StepOutput
+from lt_ray.methods.spec import MethodSpec, Output, Stage, register
+from lt_ray.methods.stages import base_checker
 from lt_ray.models.ride import DEPTHS, ExpertRouter, RideResNet, route
 
 
@@ -216,33 +217,27 @@ class RIDERouter(Method):
         return {"routed": routed, "all": experts.mean(0)}
 
 
-def build_ride(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+def build_ride(cfg: ExperimentConfig, ctx: LTContext, args: RIDEArgs,
+               base: Method | None) -> Method:
     """RIDE: multi-expert ResNet, per-expert LDAM-DRW + distribution-aware diversity loss."""
-    from lt_ray.experiment import method_args
-
-    args = method_args(cfg)
     model = build_network(cfg, args, ctx.num_classes)
     return RIDEMethod(ctx, model, args.loss(ctx.class_counts))
 
 
-def build_ride_distill(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+def build_ride_distill(cfg: ExperimentConfig, ctx: LTContext, args: RIDEDistillArgs,
+                       base: Method | None) -> Method:
     """RIDE distilled from a larger frozen RIDE teacher (the pretrained: stage)."""
-    from lt_ray.experiment import method_args
-
-    args = method_args(cfg)
-    teacher = load_stage(cfg, ctx)
+    assert base is not None, "ride_distill learns from its stage-1 teacher"
     model = build_network(cfg, args, ctx.num_classes)
-    return RIDEMethod(ctx, model, args.loss(ctx.class_counts), teacher,
+    return RIDEMethod(ctx, model, args.loss(ctx.class_counts), base,
                       args.distill_temperature, args.distill_factor)
 
 
-def build_ride_ea(cfg: ExperimentConfig, ctx: LTContext) -> Method:
+def build_ride_ea(cfg: ExperimentConfig, ctx: LTContext, args: RouterArgs,
+                  base: Method | None) -> Method:
     """RIDE stage 2: the expert-assignment router; reports the mean number of experts used."""
-    from lt_ray.experiment import method_args
-
-    base = load_stage(cfg, ctx)
     assert isinstance(base, RIDEMethod)
-    return RIDERouter(ctx, base, method_args(cfg))
+    return RIDERouter(ctx, base, args)
 
 
 def ride_switch(cfg: ExperimentConfig) -> int:
@@ -259,24 +254,32 @@ RIDE_OPTIM: dict[str, Any] = {
     "milestones": [0.8, 0.9], "decay": [0.01, 0.0001], "warmup_epochs": 5,
 }
 RIDE_TRAIN = {"epochs": 200, "batch_size": 128}
-METHODS.add("ride", build_ride, args=RIDEArgs, own_loss=True, phase_end=ride_switch,
-            defaults={"optim": RIDE_OPTIM, "train": RIDE_TRAIN})
-METHODS.add(
-    "ride_distill", build_ride_distill, args=RIDEDistillArgs, own_loss=True, needs_base=True,
-    phase_end=ride_switch, base_hint="ride",
-    check_base=base_checker(_is_ride, "a RIDE teacher (ride or ride_distill)"),
+register(MethodSpec(
+    name="ride", build=build_ride, args=RIDEArgs, doc=build_ride.__doc__.splitlines()[0],
+    phase_end=ride_switch, defaults={"optim": RIDE_OPTIM, "train": RIDE_TRAIN},
+))
+register(MethodSpec(
+    name="ride_distill", build=build_ride_distill, args=RIDEDistillArgs,
+    doc=build_ride_distill.__doc__.splitlines()[0], phase_end=ride_switch,
+    stage=Stage(hint="ride", check=base_checker(_is_ride, "a RIDE teacher (ride or ride_distill)")),
     defaults={"optim": {**RIDE_OPTIM, "warmup_epochs": 20}, "train": RIDE_TRAIN,
               "pretrained": {"method": {"name": "ride", "args": {"num_experts": 6}}}},
-)
-METHODS.add(
-    "ride_ea", build_ride_ea, args=RouterArgs, own_loss=True, needs_base=True, base_hint="ride",
-    check_base=base_checker(
+))
+register(MethodSpec(
+    name="ride_ea", build=build_ride_ea, args=RouterArgs,
+    doc=build_ride_ea.__doc__.splitlines()[0],
+    stage=Stage(hint="ride", check=base_checker(
         lambda stage: _is_ride(stage) and stage.method.args["num_experts"] >= 2,
-        "a RIDE model with 2 or more experts (ride or ride_distill)"),
+        "a RIDE model with 2 or more experts (ride or ride_distill)")),
+    outputs=(Output(name="routed", label="routed experts",
+                    meaning="the mean of the experts each image's router called (what the plain "
+                            "metrics report)"),
+             Output(name="all", label="all experts", meaning="every expert")),
+    primary_output=lambda args: "routed",
     defaults={
         "optim": {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
                   "schedule": "cosine", "warmup_epochs": 0},
         "train": {"epochs": 5, "batch_size": 512, "sampler": "class_balanced"},
         "pretrained": {"method": {"name": "ride"}},
     },
-)
+))

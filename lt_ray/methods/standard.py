@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 
-from lt_ray.config import ExperimentConfig, deep_merge
+from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import Batch, mixup
 from lt_ray.losses import LTLoss, build_loss
-from lt_ray.methods.base import METHODS, Method, StepOutput
+from lt_ray.methods.base import Method, StepOutput
+from lt_ray.methods.spec import MethodSpec, Recipe, register
 from lt_ray.models import CalibratedHead, CifarResNet, build_model
 from lt_ray.rules import TrainRule, build_rule
 
@@ -77,29 +78,28 @@ class StandardMethod(Method):
         return self.model(x) * self.loss.logit_scale
 
 
+def build_standard(cfg: ExperimentConfig, ctx: LTContext, args: Any,
+                   base: Method | None) -> Method:
+    """A StandardMethod of the resolved ``cfg``: its loss, rule and head as resolution set them."""
+    model = build_model(cfg.model.arch, ctx.num_classes, head=cfg.model.head,
+                        fp32_head=cfg.train.fp32_head)
+    counts = ctx.class_counts
+    return StandardMethod(
+        ctx,
+        model,
+        build_loss(cfg.method.loss, counts, **cfg.method.loss_args),
+        build_rule(cfg.method.rule, counts, **cfg.method.rule_args),
+        mixup_alpha=cfg.method.mixup_alpha,
+    )
+
+
 def register_recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str,
-                    defaults: dict[str, Any] | None = None) -> None:
+                    defaults: dict[str, Any] | None = None) -> MethodSpec:
     """Register method ``name``: a StandardMethod with this loss, rule and head and these
     further config ``defaults`` (YAML and --set override all of them)."""
-
-    def factory(cfg: ExperimentConfig, ctx: LTContext) -> Method:
-        model = build_model(
-            cfg.model.arch, ctx.num_classes, head=cfg.model.head or head,
-            fp32_head=cfg.train.fp32_head,
-        )
-        counts = ctx.class_counts
-        return StandardMethod(
-            ctx,
-            model,
-            build_loss(cfg.method.loss or loss, counts, **cfg.method.loss_args),
-            build_rule(cfg.method.rule or rule, counts, **cfg.method.rule_args),
-            mixup_alpha=cfg.method.mixup_alpha,
-        )
-
-    factory.__doc__ = doc
-    recipe = deep_merge({"method": {"loss": loss, "rule": rule}, "model": {"head": head}},
-                        defaults or {})
-    METHODS.add(name, factory, loss=loss, rule=rule, head=head, defaults=recipe, standard=True)
+    return register(MethodSpec(name=name, build=build_standard, doc=doc,
+                               recipe=Recipe(loss=loss, rule=rule, head=head),
+                               defaults=defaults or {}, standard=True))
 
 
 register_recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")

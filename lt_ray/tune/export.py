@@ -18,16 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from lt_ray import storage
-from lt_ray.errors import LTRayError
+from lt_ray.experiment import METRICS_FILE
 from lt_ray.metrics import ALL_NAMES
 from lt_ray.results import TrialRecord, write_study
 from lt_ray.results.schema import PROVENANCE_COLUMNS, output_metric_columns
-from lt_ray.tune.runner import STUDY_FILE, TUNE_DIR
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY, REPEAT_KEY, STOPPED_KEY
-from lt_ray.tune.trainable import FINAL_FILE
+from lt_ray.tune.study_folder import TUNE_DIR, read_study_file
+from lt_ray.tune.trainable import train_trial
+from lt_ray.tune.trial_config import resolve_trial
 
 HISTORY_KEYS = ("epoch", "learning_rate", "train_loss", "train_acc", "epoch_time_s",
                 "train_images_per_s")
+LEGACY_FINAL_FILE = "final.json"  # what trials of lt-ray <= 0.1 (before issue 14) left
 TRIAL_KEYS = ("device", "gpu_name", "hostname")  # reported by the trial itself, not the driver
 
 
@@ -57,9 +59,6 @@ def trial_status(result: Any, tune_status: str | None) -> str:
 
 def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
     """TrialRecords of a study's ResultGrid; ``study`` is the content of ``study.json``."""
-    from lt_ray.config import ExperimentConfig
-    from lt_ray.experiment import resolve
-
     cells = {int(c["index"]): c["values"] for c in study["cells"]}
     statuses = tune_statuses(results) if len(results) else {}
     records = []
@@ -68,7 +67,7 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
         cell = cells[int(raw.pop(CELL_KEY, 0))]
         repeat_of = raw.pop(REPEAT_KEY, None)
         searched = {k: v for k, v in raw.items() if not k.startswith("_")}
-        config = resolve(ExperimentConfig.from_dict(study["base"]).replace({**cell, **searched}))
+        config = resolve_trial(study["base"], cell, searched).config
         metrics = dict(result.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(result.path).name)
         status = trial_status(result, statuses.get(trial_id))
@@ -87,7 +86,7 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
             trial_id=trial_id, status=status, error=_error_text(result, metrics),
             config=config.to_dict(),
             final=final, history=_history(result),
-            per_class=extra.get("per_class", {}),
+            per_class=extra.get("per_class_recall", {}),
             class_names=extra.get("class_names", []),
             train_class_counts=extra.get("train_class_counts", []),
             provenance=provenance, search_params=searched, repeat_of=repeat_of,
@@ -120,11 +119,19 @@ def final_run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _final_json(result: Any) -> dict[str, Any]:
+    """The result document in a trial's last checkpoint (``metrics.json``; a study of an
+    earlier lt-ray has ``final.json``, whose ``per_class`` is ``per_class_recall``)."""
     if result.checkpoint is None:
         return {}
     with result.checkpoint.as_directory() as folder:
-        path = Path(folder) / FINAL_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        path = Path(folder) / METRICS_FILE
+        if path.is_file():
+            return json.loads(path.read_text())
+        legacy = Path(folder) / LEGACY_FINAL_FILE
+        if not legacy.is_file():
+            return {}
+        doc = json.loads(legacy.read_text())
+        return {**doc, "per_class_recall": doc.get("per_class", {})}
 
 
 def _error_text(result: Any, metrics: dict[str, Any]) -> str | None:
@@ -142,13 +149,6 @@ def _num(value: Any) -> Any:
     return value
 
 
-def read_study_file(study_dir: str) -> dict[str, Any]:
-    marker = storage.join(study_dir, STUDY_FILE)
-    if not storage.is_file(marker):
-        raise LTRayError(f"{study_dir} holds no lt-ray study ({STUDY_FILE} missing)")
-    return json.loads(storage.read_text(marker))
-
-
 def export(study_dir: str, results: Any) -> tuple[dict[str, str], list[TrialRecord]]:
     """Write the Parquet files of a study from its ResultGrid."""
     records = records_for_study(read_study_file(study_dir), results)
@@ -158,8 +158,6 @@ def export(study_dir: str, results: Any) -> tuple[dict[str, str], list[TrialReco
 def export_study_dir(study_dir: str) -> tuple[dict[str, str], list[TrialRecord]]:
     """Re-export a study folder or URI from its Tune experiment state (``lt-ray export``)."""
     from ray import tune
-
-    from lt_ray.tune.trainable import train_trial
 
     study_dir = storage.normalize(study_dir)
     study = read_study_file(study_dir)

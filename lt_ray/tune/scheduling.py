@@ -8,8 +8,10 @@ ASHA compares trials at rungs (epochs). Two rules keep that comparison sound:
   trials of one cell would reach a rung at different points of their schedules.
 * **After the last phase.** A rung before the last lr decay or the DRW switch ranks trials on
   an unfinished schedule (at epoch 40 of 200 every LDAM-DRW trial still trains unweighted at
-  the peak lr). :func:`check_rungs` refuses a ``grace_period`` (the first rung) before
-  :func:`last_phase_epoch` of any trial the cell can run.
+  the peak lr). :func:`lt_ray.tune.validate.check_rung` refuses a ``grace_period`` (the first
+  rung) before the last phase of any trial the cell can run.
+
+:func:`make_scheduler` builds the study's scheduler from its spec.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from lt_ray.tune.search import CELL_KEY
+from lt_ray.tune.spec import SweepSpec
 
 
 class CellScheduler(FIFOScheduler):
@@ -76,3 +79,16 @@ def rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
         out.append(int(math.ceil(t)))
         t *= reduction_factor
     return out
+
+
+def make_scheduler(spec: SweepSpec) -> CellScheduler | None:
+    """One ASHA per cell (ranking by the first objective), or None."""
+    if spec.scheduler == "none":
+        return None
+    return CellScheduler({
+        c.index: cell_asha(metric=spec.metrics[0], mode=spec.modes[0],
+                           epochs=int(spec.resolve_cell(c).config.train.epochs),
+                           grace_period=spec.grace_period,
+                           reduction_factor=spec.reduction_factor)
+        for c in spec.cells()
+    })

@@ -4,7 +4,7 @@ A study is one ``Tuner``: every grid cell's trials share the cluster up to the s
 ``search.max_concurrent`` (Tune's ``max_concurrent_trials``), while each cell keeps its own
 Optuna study, seeded with ``search.seed + cell index`` and capped by the optional
 ``search.max_concurrent_per_cell``. The cell of a trial travels in its config under
-:data:`CELL_KEY`.
+:data:`CELL_KEY`. :func:`make_search` builds it from a study spec.
 
 What Optuna is told at the end of a trial (:class:`CellOptunaSearch`):
 
@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import logging
 import pickle
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from lt_ray.tune.space import DefineByRun
+from lt_ray.tune.spec import Cell, SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +207,47 @@ class MarkStoppedTrials(Callback):
                         **info: Any) -> None:
         if result.get("done"):
             result[STOPPED_KEY] = True
+
+
+def make_cell_searcher(spec: SweepSpec, cell: Cell,
+                       optuna_storage: str | None) -> CellOptunaSearch | None:
+    """The Optuna search of one cell (None for a cell with nothing to search)."""
+    params = spec.cell_params(cell)
+    if not params:
+        return None
+    import optuna
+
+    seed = spec.seed + cell.index
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }
+    storage = None
+    if optuna_storage:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(str(Path(optuna_storage).resolve())))
+    objective: dict[str, Any] = {"metric": spec.metrics[0], "mode": spec.modes[0]}
+    if spec.multi_objective:
+        objective = {"metric": list(spec.metrics), "mode": list(spec.modes)}
+    return CellOptunaSearch(
+        space=DefineByRun(params), sampler=samplers[spec.sampler](),
+        points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
+        storage=storage, study_name=f"{spec.name}-{cell.id}" if storage else None, **objective,
+    )
+
+
+def make_search(spec: SweepSpec, optuna_storage: str | None) -> CellSearch:
+    """The study's searcher: one Optuna search per cell, the seed repeats after it."""
+    cells = spec.cells()
+    objective: dict[str, Any] = {"metric": spec.metrics[0], "mode": spec.modes[0]}
+    if spec.multi_objective:
+        objective = {"metric": list(spec.metrics), "mode": list(spec.modes)}
+    return CellSearch(
+        {c.index: make_cell_searcher(spec, c, optuna_storage) for c in cells},
+        {c.index: spec.num_samples for c in cells},
+        per_cell_cap=spec.max_concurrent_per_cell,
+        repeat_top_k=spec.repeat_top_k, repeat_seeds=spec.repeat_seeds, **objective,
+    )

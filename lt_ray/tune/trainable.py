@@ -1,12 +1,15 @@
 """The Ray Tune function trainable: one trial = one ``experiment.run`` with Tune reporting.
 
 Every evaluated epoch is reported with ``tune.report`` (flat ``{split}_{metric}`` values, the
-device the trial trains on) and the resumable checkpoint; the last report also carries
-``final.json`` (per-class recall, class names, train counts) inside its checkpoint, which the
+device the trial trains on) and the resumable checkpoint; the last report also carries the
+run's result document, ``metrics.json`` (per-class recall, class names, train counts, the
+resolved config; :func:`lt_ray.experiment.result_document`), inside its checkpoint, which the
 Parquet export reads. A trial restarted by Tune (a lost node or actor) continues from
 ``tune.get_checkpoint()``; if that checkpoint is gone from storage (Tune deletes a trial's
 older checkpoint as soon as a newer one is reported, and a driver killed before its next state
-snapshot restores the older one), the trial starts over and says so in its log.
+snapshot restores the older one), the trial starts over and says so in its log: both when Tune
+restores the trial (:class:`RestartWhenCheckpointGone`, a mixin of the trainable) and when the
+run copies the checkpoint (:func:`restore_checkpoint`).
 
 An error inside the run (NaN loss, missing data, a bad value) is deterministic: retrying it
 would fail again. The trial therefore reports it under ``FAILED_KEY`` and ends, so Tune's
@@ -18,7 +21,6 @@ FAIL and ``trials.parquet`` as ``failed`` with the message.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -32,10 +34,18 @@ from ray import tune
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
 from lt_ray.errors import DataError
-from lt_ray.experiment import CHECKPOINT_FILE, run
+from lt_ray.experiment import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    build_artifact,
+    prepare,
+    result_document,
+    run,
+    write_result,
+)
+from lt_ray.resolution import resolve
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY
-
-FINAL_FILE = "final.json"
+from lt_ray.tune.trial_config import trial_config
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,27 @@ log = logging.getLogger(__name__)
 class StorageIOError(Exception):
     """Tune could not write a report or checkpoint to the study storage: not the run's fault,
     so it goes to Tune (which retries the trial up to ``max_failures``)."""
+
+
+class RestartWhenCheckpointGone:
+    """Mixin of the study's Tune trainable: restoring a trial whose checkpoint is gone from the
+    storage starts it over (Tune's own restore raises, and its retries would all fail the same
+    way, failing the trial)."""
+
+    def restore(self, checkpoint_path: Any) -> Any:
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        if checkpoint is not None and not _exists(checkpoint):
+            log.warning("checkpoint %s is no longer in the storage: the trial starts over",
+                        checkpoint.path)
+            return None
+        return super().restore(checkpoint_path)  # type: ignore[misc]
+
+
+def _exists(checkpoint: Any) -> bool:
+    import pyarrow.fs
+
+    info = checkpoint.filesystem.get_file_info(checkpoint.path)
+    return info.type != pyarrow.fs.FileType.NotFound
 
 
 def trial_device(requested: str, gpus: float) -> str:
@@ -84,13 +115,18 @@ def train_trial(
                      **{m: float("nan") for m in objective}})
 
 
+#: Tune builds the function trainable's class with these mixins first (``__mixins__``).
+train_trial.__mixins__ = (RestartWhenCheckpointGone,)  # type: ignore[attr-defined]
+
+
 def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, Any]],
            data_root: str | None, resources: dict[str, float], artifacts: str) -> None:
     cell = cells[int(config[CELL_KEY])]
     searched = {k: v for k, v in config.items() if not k.startswith("_")}  # not _cell etc.
-    cfg = ExperimentConfig.from_dict(base).replace({**cell, **searched})
+    cfg = trial_config(base, cell, searched)
     device = trial_device(cfg.train.device, float(resources.get("gpu", 0)))
-    cfg = cfg.replace({"train.device": device})
+    resolved = resolve(cfg.replace({"train.device": device}))
+    cfg = resolved.config
     data = load_trial_data(cfg, data_root)
     work = Path(tempfile.mkdtemp(prefix="lt-ray-trial-"))
     resume = restore_checkpoint(tune.get_checkpoint(), work)
@@ -109,16 +145,12 @@ def _train(config: dict[str, Any], base: dict[str, Any], cells: list[dict[str, A
         with tempfile.TemporaryDirectory(prefix="lt-ray-ckpt-") as folder:
             shutil.copy2(checkpoint, Path(folder) / CHECKPOINT_FILE)
             if "fulltest_acc" in record:  # the final evaluation (fulltest: last epoch only)
-                final = {
-                    "per_class": {k: [_none_if_nan(x) for x in v] for k, v in per_class.items()},
-                    "class_names": list(data.class_names),
-                    "train_class_counts": data.class_counts.tolist(),
-                }
-                (Path(folder) / FINAL_FILE).write_text(json.dumps(final))
+                write_result(Path(folder) / METRICS_FILE,
+                             result_document(cfg, data, metrics, per_class))
             _report(metrics, tune.Checkpoint.from_directory(folder))
 
     try:
-        run(cfg, work, data=data, report=report, resume=resume, artifacts=artifacts,
+        run(resolved, work, data=data, report=report, resume=resume, artifacts=artifacts,
             build_artifacts=False)  # the driver built them
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -150,25 +182,21 @@ def _report(metrics: dict[str, Any], checkpoint: Any) -> None:
 def prepare_stage(stage: dict[str, Any], root: str, data_root: str | None,
                   gpus: float) -> str:
     """A Ray task of the driver: build one stage-1 artifact (skipped when it exists)."""
-    from lt_ray import artifacts
-
     cfg = ExperimentConfig.from_dict(stage)
     cfg = cfg.replace({"train.device": trial_device(cfg.train.device, gpus)})  # not hashed
-    return artifacts.build(root, cfg, data=load_trial_data(cfg, data_root))
+    return build_artifact(root, resolve(cfg), data=load_trial_data(cfg, data_root))
 
 
-def prepare_method(raw: dict[str, Any], root: str, data_root: str | None, gpus: float) -> str:
-    """A Ray task of the driver: build a cell's method once, so that what it caches beside its
-    artifact (GML's features) exists before the trials start."""
-    from lt_ray.experiment import build_method, resolve
-
-    cfg = ExperimentConfig.from_dict(raw)
-    cfg = resolve(cfg.replace({"train.device": trial_device(cfg.train.device, gpus)}))
+def prepare_base(raw: dict[str, Any], root: str, data_root: str | None, gpus: float) -> str:
+    """A Ray task of the driver: the ``prepare`` step of a cell's method on its stage (GML's
+    feature cache), once per distinct base, so that every trial loads its product."""
     import torch
 
-    build_method(cfg, load_trial_data(cfg, data_root), torch.device(cfg.train.device),
-                 artifacts=root)
-    return cfg.method.name
+    cfg = ExperimentConfig.from_dict(raw)
+    resolved = resolve(cfg.replace({"train.device": trial_device(cfg.train.device, gpus)}))
+    device = torch.device(resolved.config.train.device)
+    prepare(resolved, load_trial_data(resolved.config, data_root), device, root)
+    return resolved.config.method.name
 
 
 def load_trial_data(cfg: ExperimentConfig, data_root: str | None) -> Any:

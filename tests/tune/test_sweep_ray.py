@@ -18,7 +18,7 @@ from conftest import TINY
 from lt_ray.cli import main
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import ALL_NAMES
-from lt_ray.tune.space import parse_spec
+from lt_ray.tune.parse import parse_spec
 from procutil import kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -137,7 +137,8 @@ def _spans(results) -> list[tuple[float, float]]:
 def test_fake_gpu_runs_sixteen_quarter_gpu_trials_of_four_cells_at_once(tmp_path):
     import ray
 
-    from lt_ray.tune.runner import check_resources, fit_study, start_ray, stop_ray
+    from lt_ray.tune.ray_runtime import check_resources, start_ray, stop_ray
+    from lt_ray.tune.tuner import fit_study
 
     raw = study("pack", grid={"optim.momentum": [0.0, 0.5, 0.8, 0.9]},
                 resources={"cpu": 0.125, "gpu": 0.25})
@@ -170,7 +171,8 @@ def test_fake_gpu_runs_sixteen_quarter_gpu_trials_of_four_cells_at_once(tmp_path
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     from ray.cluster_utils import Cluster
 
-    from lt_ray.tune.runner import check_resources, fit_study, keep_on_loopback, stop_ray
+    from lt_ray.tune.ray_runtime import check_resources, keep_on_loopback, stop_ray
+    from lt_ray.tune.tuner import fit_study
 
     keep_on_loopback()
     cluster = Cluster(initialize_head=True,

@@ -20,6 +20,35 @@ def test_missing_checkpoint_starts_the_trial_over(tmp_path, caplog):
     assert "no longer in the storage" in caplog.text and "starts over" in caplog.text
 
 
+class _Restorable:
+    def restore(self, checkpoint_path):
+        self.restored = checkpoint_path
+
+
+class _Trial(trainable.RestartWhenCheckpointGone, _Restorable):
+    pass
+
+
+class _Result:
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+
+
+def test_tune_restore_of_a_gone_checkpoint_starts_the_trial_over(tmp_path, caplog):
+    """Tune's own restore (before the run starts) raises for a checkpoint gone from storage;
+    the study's trainable skips it instead, so the trial starts over."""
+    trial = _Trial()
+    trial.restore(_Result(tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000002"))))
+    assert not hasattr(trial, "restored")
+    assert "no longer in the storage" in caplog.text
+    present = tmp_path / "checkpoint_000001"
+    present.mkdir()
+    result = _Result(tune.Checkpoint.from_directory(str(present)))
+    trial.restore(result)
+    assert trial.restored is result
+    assert trainable.train_trial.__mixins__ == (trainable.RestartWhenCheckpointGone,)
+
+
 def test_present_checkpoint_is_copied_for_resume(tmp_path):
     folder = tmp_path / "checkpoint_000001"
     folder.mkdir()
