@@ -112,6 +112,9 @@ class OptimConfig:
     schedule: str = "step"  # step | cosine | constant
     warmup_epochs: int = 5  # linear warmup; capped at epochs // 10 for short runs
     milestones: tuple[float, ...] = (0.8, 0.9)  # step schedule: fractions of the epochs
+    # epochs each step waits after its milestone epoch: 0 = from the milestone on (LDAM-DRW's
+    # `epoch + 1 > 160`, 0-indexed 160 of 200), 1 = from the next one (PaCo's `epoch > 320`)
+    milestone_lag_epochs: int = 0
     decay: tuple[float, ...] = (0.01, 0.0001)  # lr multiplier from each milestone on
 
 

@@ -21,10 +21,15 @@ def warmup_length(cfg: OptimConfig, num_epochs: int) -> int:
     return min(cfg.warmup_epochs, num_epochs // 10)
 
 
+def step_epochs(cfg: OptimConfig, num_epochs: int) -> list[int]:
+    """The 0-indexed epochs from which each step of a step schedule applies: the milestone
+    fraction of ``num_epochs``, plus ``milestone_lag_epochs`` (LDAM-DRW: lr * 0.01 once
+    epoch+1 > 160 of 200, i.e. from epoch 160 on; PaCo: once epoch > 320 of 400, from 321 on)."""
+    return [int(round(m * num_epochs)) + cfg.milestone_lag_epochs for m in cfg.milestones]
+
+
 def _step(epoch: int, num_epochs: int, cfg: OptimConfig, warmup: int) -> float:
-    # LDAM-DRW: lr * 0.01 once epoch+1 > 160 (of 200), i.e. from 0-indexed epoch 160 on.
-    boundaries = [int(round(m * num_epochs)) for m in cfg.milestones]
-    passed = bisect.bisect_right(boundaries, epoch)
+    passed = bisect.bisect_right(step_epochs(cfg, num_epochs), epoch)
     return 1.0 if passed == 0 else cfg.decay[passed - 1]
 
 
@@ -56,7 +61,7 @@ def last_change_epoch(cfg: OptimConfig, num_epochs: int) -> int:
     if cfg.schedule == "cosine":
         return num_epochs
     if cfg.schedule == "step":
-        steps = [int(round(m * num_epochs)) for m in cfg.milestones]
+        steps = step_epochs(cfg, num_epochs)
         return max([warmup, *(b for b in steps if b < num_epochs)])
     return warmup
 
@@ -75,6 +80,9 @@ def validate_schedule(cfg: OptimConfig) -> None:
         raise ConfigError(f"optim.decay must hold lr multipliers > 0, got {cfg.decay}")
     if cfg.warmup_epochs < 0:
         raise ConfigError(f"optim.warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
+    if cfg.milestone_lag_epochs < 0:
+        raise ConfigError("optim.milestone_lag_epochs must be >= 0 (epochs a step waits after "
+                          f"its milestone), got {cfg.milestone_lag_epochs}")
     if list(cfg.milestones) != sorted(cfg.milestones) or any(
         not 0 < m <= 1 for m in cfg.milestones
     ):

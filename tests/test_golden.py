@@ -24,26 +24,6 @@ from golden_runs import (
 from lt_ray.methods import METHODS
 
 REGENERATE = "python tests/golden_runs.py --write (only for an intended change)"
-#: Keys the redesign of issue 14 moved on purpose: GML's external base is no longer a method
-#: argument (``method.args.checkpoint/base_head/base_scale``) but ``pretrained.checkpoint`` with
-#: a ``pretrained:`` section describing it, for every stage-2 method.
-MOVED_ARGS = ("checkpoint", "base_head", "base_scale")
-
-
-def without_moved_args(record: dict) -> dict:
-    """``record`` (a golden case) without the GML arguments the redesign moved, in its config
-    and the configs of its stages."""
-
-    def clean(config: dict | None) -> dict | None:
-        if not config:
-            return config
-        method = config.get("method", {})
-        if method.get("name") == "gml":
-            args = {k: v for k, v in method.get("args", {}).items() if k not in MOVED_ARGS}
-            config = {**config, "method": {**method, "args": args}}
-        return {**config, "pretrained": clean(config.get("pretrained"))}
-
-    return {**record, "config": clean(record["config"])}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +60,7 @@ def test_method_matches_golden(case_id: str, sets: list[str], golden: dict, arti
         f"golden case {case_id}: its --set values changed since {METHODS_FILE.name} was "
         f"recorded; {REGENERATE}")
     actual = run_case(case_id, sets, tmp_path / "out", artifacts)
-    differences = diff(without_moved_args(expected), actual)
+    differences = diff(expected, actual)
     assert not differences, (
         f"golden case {case_id} differs from {METHODS_FILE.name} (expected -> actual) at:\n  "
         + "\n  ".join(differences))

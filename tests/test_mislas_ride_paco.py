@@ -45,11 +45,25 @@ def built(cfg: ExperimentConfig, tmp_path: Path):
 # --- MiSLAS ----------------------------------------------------------------------------------
 
 
-def test_mislas_stage2_defaults_follow_the_imbalance_factor():
-    assert per_if_defaults(100) == (0.4, 0.1, 0.2)
-    assert per_if_defaults(50) == (0.3, 0.0, 0.1)
-    assert per_if_defaults(10) == (0.2, 0.0, 0.1)
-    assert per_if_defaults(200) == (0.4, 0.1, 0.2)  # nearest on a log scale
+def test_mislas_stage2_defaults_follow_the_dataset_and_imbalance_factor():
+    # the official config/cifar100 and config/cifar10 stage-2 files
+    assert per_if_defaults("cifar100", 100) == (0.4, 0.1, 0.2, True)
+    assert per_if_defaults("cifar100", 50) == (0.3, 0.0, 0.1, True)
+    assert per_if_defaults("cifar100", 10) == (0.2, 0.0, 0.1, True)
+    assert per_if_defaults("cifar100", 200) == (0.4, 0.1, 0.2, True)  # nearest on a log scale
+    assert per_if_defaults("cifar10", 100) == (0.3, 0.0, 0.5, False)
+    assert per_if_defaults("cifar10", 50) == (0.2, 0.0, 0.2, False)
+    assert per_if_defaults("cifar10", 10) == (0.1, 0.0, 0.2, False)
+    assert per_if_defaults("synthetic", 10) == per_if_defaults("cifar100", 10)
+    cifar10 = resolve(ExperimentConfig.from_dict(
+        {"method": {"name": "mislas"}, "data": {"dataset": "cifar10"}})).config
+    assert cifar10.method.loss_args["smooth_head"] == 0.3
+    assert cifar10.method.loss_args["smooth_tail"] == 0.0
+    assert cifar10.method.args["lr_factor"] == 0.5 and cifar10.method.args["shift_bn"] is False
+    kept = resolve(ExperimentConfig.from_dict(
+        {"method": {"name": "mislas", "args": {"shift_bn": True}},
+         "data": {"dataset": "cifar10"}})).config
+    assert kept.method.args["shift_bn"] is True  # a value the user set is kept
     # IF 50 leaves the tiny data's tail class empty at n_max 48: resolution refuses that
     cfg = resolve(tiny(**{"method.name": "mislas", "data.imb_factor": 50,
                           "data.synthetic.n_max": 100})).config

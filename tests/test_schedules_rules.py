@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from lt_ray.config import OptimConfig
+from lt_ray.config import ExperimentConfig, OptimConfig
 from lt_ray.errors import ConfigError
+from lt_ray.resolution import resolve
 from lt_ray.rules import build_rule, effective_number_weights
-from lt_ray.schedules import lr_factor, validate_schedule
+from lt_ray.schedules import last_change_epoch, lr_factor, validate_schedule
 
 
 def test_step_schedule_matches_ldam_drw_at_200_epochs():
@@ -21,6 +22,22 @@ def test_step_schedule_scales_with_short_runs():
     assert factors[:2] == pytest.approx([0.5, 1.0])  # warmup capped at epochs // 10
     assert factors[15] == 1.0 and factors[16] == pytest.approx(0.01)
     assert factors[18] == pytest.approx(1e-4)
+
+
+def test_paco_recipe_steps_after_epochs_320_and_360_of_400():
+    """Official paco_cifar.py: lr*0.1 when epoch > 320, lr*0.01 when epoch > 360 (0-indexed),
+    after a 10-epoch warm-up; scaled with the epoch count."""
+    cfg = resolve(ExperimentConfig.from_dict({"method": {"name": "paco"}})).config.optim
+    assert cfg.milestone_lag_epochs == 1
+    factors = [lr_factor(e, 400, cfg) for e in range(400)]
+    assert factors[10] == factors[320] == 1.0
+    assert factors[321] == factors[360] == pytest.approx(0.1)
+    assert factors[361] == factors[399] == pytest.approx(0.01)
+    assert last_change_epoch(cfg, 400) == 361
+    short = [lr_factor(e, 100, cfg) for e in range(100)]
+    assert short[80] == 1.0 and short[81] == pytest.approx(0.1) and short[91] == 0.01
+    with pytest.raises(ConfigError, match="milestone_lag_epochs"):
+        validate_schedule(OptimConfig(milestone_lag_epochs=-1))
 
 
 def test_cosine_schedule_goes_from_one_to_near_zero():

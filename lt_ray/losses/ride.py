@@ -29,7 +29,8 @@ class RIDELoss(nn.Module):
     ``diversity_factor`` rewards experts for disagreeing with the ensemble.
 
     Two corners differ from the official code, where it is not what METHODS.md §10 specifies:
-    ``reweight=False`` keeps the DRW weights (the official flag would crash at the switch; set
+    ``reweight=False`` keeps the DRW weights (the official flag crashes on the loss's first
+    call: it then never sets the per-class weights its forward reads; set
     ``reweight_fraction=1`` for no DRW), and ``diversity_factor=0`` keeps one LDAM term per
     expert (the official code then puts every expert's CE on the mean logits).
     """

@@ -11,8 +11,23 @@ with shifted BN, learnable weight scaling and label-aware smoothing.
   initialised to 1 that multiplies the logits (at test time too), with label-aware smoothing
   (``las``). Sampler: class-aware (4 images per class turn), ``ceil(N / batch)`` full batches
   per epoch. 10 epochs, lr 0.1 with a cosine to 0, the classifier's group at ``lr_factor`` x lr.
-  Smoothing and ``lr_factor`` default to the paper's CIFAR values for the run's imbalance
-  factor (the nearest of 100, 50, 10 on a log scale): 0.4/0.1/0.2, 0.3/0.0/0.1, 0.2/0.0/0.1.
+  Smoothing, ``lr_factor`` and ``shift_bn`` default to the official configs of the run's
+  dataset (``config/cifar10``, ``config/cifar100``) for its imbalance factor (the nearest of
+  100, 50, 10 on a log scale), recorded resolved (:data:`PER_DATASET`):
+
+  ======== ==== ============== ========= ========
+  dataset   IF  smooth h / t   lr_factor shift_bn
+  ======== ==== ============== ========= ========
+  CIFAR-100 100  0.4 / 0.1      0.2       on
+  CIFAR-100  50  0.3 / 0.0      0.1       on
+  CIFAR-100  10  0.2 / 0.0      0.1       on
+  CIFAR-10  100  0.3 / 0.0      0.5       off
+  CIFAR-10   50  0.2 / 0.0      0.2       off
+  CIFAR-10   10  0.1 / 0.0      0.2       off
+  ======== ==== ============== ========= ========
+
+  A dataset without an official table (``synthetic``) takes CIFAR-100's, the paper's main
+  setting.
 """
 
 from __future__ import annotations
@@ -37,16 +52,24 @@ from lt_ray.methods.standard import StandardMethod, register_recipe
 from lt_ray.models import CalibratedHead
 from lt_ray.models.resnet_cifar import run_head
 
-#: imbalance factor -> (smooth_head, smooth_tail, lr_factor), MiSLAS config/cifar*/ stage 2
-PER_IF = {100.0: (0.4, 0.1, 0.2), 50.0: (0.3, 0.0, 0.1), 10.0: (0.2, 0.0, 0.1)}
+#: dataset -> imbalance factor -> (smooth_head, smooth_tail, lr_factor, shift_bn): the official
+#: stage-2 configs, MiSLAS ``config/<dataset>/<dataset>_imb0*_stage2_mislas.yaml``
+PER_DATASET: dict[str, dict[float, tuple[float, float, float, bool]]] = {
+    "cifar100": {100.0: (0.4, 0.1, 0.2, True), 50.0: (0.3, 0.0, 0.1, True),
+                 10.0: (0.2, 0.0, 0.1, True)},
+    "cifar10": {100.0: (0.3, 0.0, 0.5, False), 50.0: (0.2, 0.0, 0.2, False),
+                10.0: (0.1, 0.0, 0.2, False)},
+}
+FALLBACK_DATASET = "cifar100"  # the table of a dataset without an official one
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MiSLASArgs:
     """``method.args`` of ``mislas`` (stage 2)."""
 
-    lr_factor: float = 0.2  # the classifier's lr / the LWS lr (default: per imbalance factor)
+    lr_factor: float = 0.2  # the classifier's lr / the LWS lr (default: per dataset and IF)
     shift_bn: bool = True  # re-estimate the frozen backbone's BN statistics on stage-2 batches
+    # (default: per dataset: on for CIFAR-100, off for CIFAR-10)
     lws: bool = True  # learnable per-class logit scale
     samples_per_class: int = 4  # class-aware sampler: images per class turn
 
@@ -58,20 +81,24 @@ class MiSLASArgs:
                               f"{self.samples_per_class}")
 
 
-def per_if_defaults(imb_factor: float) -> tuple[float, float, float]:
-    """The paper's stage-2 values for the tabulated imbalance factor nearest ``imb_factor``."""
-    nearest = min(PER_IF, key=lambda f: abs(math.log(f) - math.log(max(imb_factor, 1.0))))
-    return PER_IF[nearest]
+def per_if_defaults(dataset: str, imb_factor: float) -> tuple[float, float, float, bool]:
+    """The official stage-2 values of ``dataset`` (CIFAR-100's for a dataset without a table)
+    for the tabulated imbalance factor nearest ``imb_factor``: smooth_head, smooth_tail,
+    lr_factor, shift_bn."""
+    table = PER_DATASET.get(dataset, PER_DATASET[FALLBACK_DATASET])
+    nearest = min(table, key=lambda f: abs(math.log(f) - math.log(max(imb_factor, 1.0))))
+    return table[nearest]
 
 
 def resolve_mislas(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Fill smoothing and ``lr_factor`` the user left unset from the imbalance factor."""
-    head, tail, factor = per_if_defaults(cfg.data.imb_factor)
+    """Fill smoothing, ``lr_factor`` and ``shift_bn`` the user left unset from the dataset's
+    official table for the imbalance factor."""
+    head, tail, factor, shift_bn = per_if_defaults(cfg.data.dataset, cfg.data.imb_factor)
     method = cfg.method
     loss_args = dict(method.loss_args)
     if method.loss == "las":
         loss_args = {"smooth_head": head, "smooth_tail": tail, **loss_args}
-    args = {"lr_factor": factor, **method.args}
+    args = {"lr_factor": factor, "shift_bn": shift_bn, **method.args}
     return dataclasses.replace(cfg, method=dataclasses.replace(method, loss_args=loss_args,
                                                                args=args))
 

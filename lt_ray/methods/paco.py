@@ -8,9 +8,11 @@ policy and a black 16-px cutout; the key view SimCLR-style. Batches are whole
 prediction is the linear classifier's raw logits on the query encoder's pooled feature.
 
 Recipe (official ``paco_cifar.py`` and ``sh/CIFAR100_train_imb0.01.sh``): SGD lr 0.05,
-momentum 0.9, wd 5e-4, batch 128, 400 epochs; 10 warm-up epochs, x0.1 at 80 % and x0.01 at
-90 % of the epochs (320/360 of 400). The official warm-up also runs epoch 10 at 1.1x lr (its
-``epoch <= warmup`` test); here the warm-up ends at epoch 10.
+momentum 0.9, wd 5e-4, batch 128, 400 epochs; 10 warm-up epochs, x0.1 after 80 % and x0.01
+after 90 % of the epochs: the official ``epoch > 320`` / ``epoch > 360`` on 0-indexed epochs,
+so epoch 320 still runs at the full lr and 321 is the first reduced one
+(``optim.milestone_lag_epochs: 1``, scaled with ``train.epochs``). The official warm-up also
+runs epoch 10 at 1.1x lr (its ``epoch <= warmup`` test); here the warm-up ends at epoch 10.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ register(MethodSpec(
     validate=check_paco,
     defaults={
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",
-                  "milestones": [0.8, 0.9], "decay": [0.1, 0.01], "warmup_epochs": 10},
+                  "milestones": [0.8, 0.9], "milestone_lag_epochs": 1, "decay": [0.1, 0.01],
+                  "warmup_epochs": 10},
         "train": {"epochs": 400, "batch_size": 128},
     },
 ))
