@@ -53,6 +53,9 @@ RUN_ONLY_FIELDS = (
     ("data", "root"), ("data", "download"), ("train", "device"), ("train", "eval_every"),
     ("train", "eval_batch_size"), ("train", "checkpoint_every"),
 )
+#: Fields added after artifacts were first published, with their default: hashed only when
+#: they differ from it, so the artifacts of earlier versions stay valid (no base is retrained).
+LATER_FIELDS = (("optim", "milestone_lag_epochs", 0),)
 #: ``method.args`` keys of earlier versions and where they live now.
 MOVED_ARGS = {
     "checkpoint": "pretrained.checkpoint=PATH (a stage 1 trained elsewhere, for every stage-2 "
@@ -335,10 +338,17 @@ def last_phase_start(run: Resolved) -> int:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """16 hex digits of the SHA-256 of a resolved config, without :data:`RUN_ONLY_FIELDS`."""
+    """16 hex digits of the SHA-256 of a resolved config, without :data:`RUN_ONLY_FIELDS` and
+    without :data:`LATER_FIELDS` at their default (in its stages too)."""
     raw = cfg.to_dict()
     for section, key in RUN_ONLY_FIELDS:
         raw.get(section, {}).pop(key, None)
+    stage = raw
+    while isinstance(stage, dict):
+        for section, key, default in LATER_FIELDS:
+            if stage.get(section, {}).get(key, default) == default:
+                stage.get(section, {}).pop(key, None)
+        stage = stage.get("pretrained")
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -311,3 +311,18 @@ def test_values_that_would_fail_or_hang_later_are_refused_now(key, value, expect
     with pytest.raises(ConfigError) as info:
         resolve(ExperimentConfig().replace(changes))
     assert expected in str(info.value)
+
+
+def test_artifact_hashes_of_earlier_versions_stay_valid():
+    """A field added later (optim.milestone_lag_epochs) is hashed only away from its default:
+    the stage artifacts published before it (hashes computed by lt-ray before issue 14) are
+    found again, no base is retrained; a recipe that really changed (PaCo's steps) is not."""
+    from lt_ray.resolution import resolve
+
+    def digest(raw):
+        return resolve(ExperimentConfig.from_dict(raw)).hash
+
+    assert digest({}) == "c3e3576001a49a85"
+    assert digest({"method": {"name": "mislas_stage1"}, "data": {"imb_factor": 50}}) == (
+        "166a4889ba60b79f")
+    assert digest({"method": {"name": "paco"}}) != "1cc0babf5a599828"

@@ -338,7 +338,10 @@ def test_one_epoch_on_real_cifar10_lt(tmp_path, method):
     if method == "mislas":
         assert set(stages) == {"mislas_stage1"}
         _complete(stages["mislas_stage1"] / "metrics.json", "mislas_stage1")
-        assert metrics["config"]["method"]["loss_args"]["smooth_head"] == 0.4
+        # CIFAR-10 IF 100: the official config/cifar10 stage-2 values
+        assert metrics["config"]["method"]["loss_args"]["smooth_head"] == 0.3
+        assert metrics["config"]["method"]["args"]["lr_factor"] == 0.5
+        assert metrics["config"]["method"]["args"]["shift_bn"] is False
     if method == "ride_ea":
         assert set(stages) == {"ride"}
         ride = _complete(stages["ride"] / "metrics.json", "ride")

@@ -202,7 +202,7 @@ def _out_dir(locations: Sequence[str], out: str | os.PathLike[str] | None) -> st
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "all"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "all-trials"
 
 
 def _table_caption(objectives: dict[str, tuple[str, str]]) -> str:

@@ -3,6 +3,7 @@ metrics in Parquet."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +56,10 @@ def test_gml_study_builds_its_base_once_and_reports_every_output(tmp_path):
     assert (by_mode.loc["prob", "test_acc"] == by_mode.loc["prob", "test_acc_ens"]).all()
     per_class = pd.read_parquet(tmp_path / "res" / "gml_a" / "per_class.parquet")
     assert set(per_class.output.dropna()) == {"old", "new", "ens"}
+    # the outputs are declared with the study, for lt-ray analyze
+    study = json.loads((tmp_path / "res" / "gml_a" / "study.json").read_text())
+    assert [o["name"] for o in study["outputs"]["gml"]] == ["old", "new", "ens"]
+    assert all(o["meaning"] for o in study["outputs"]["gml"])
     # a second study finds the artifact and trains no base
     out = run_study(tmp_path, "gml_b")
     assert "stage artifact" not in out

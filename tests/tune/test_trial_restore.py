@@ -3,12 +3,21 @@ errors go to Tune (retried), and the exported history is the epochs of the run t
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from ray import tune
 
 from lt_ray.experiment import CHECKPOINT_FILE
 from lt_ray.tune import trainable
 from lt_ray.tune.export import final_run
+
+
+@pytest.fixture(autouse=True)
+def lt_ray_logs_reach_caplog(monkeypatch):
+    """The CLI's setup_logging (run in-process by earlier tests) stops lt_ray's records at its
+    own handler; let them reach pytest's capture again."""
+    monkeypatch.setattr(logging.getLogger("lt_ray"), "propagate", True)
 
 
 def test_missing_checkpoint_starts_the_trial_over(tmp_path, caplog):
