@@ -324,13 +324,15 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
     from dataclasses import replace
 
     from lt_ray.config import parse_override
-    from lt_ray.tune.parse import load_spec
+    from lt_ray.tune.parse import check_study_name, load_spec
     from lt_ray.tune.study import describe_plan, run_sweep
 
     setup_logging()
+    if name is not None:
+        check_study_name(name, "--name")
     changes = dict(parse_override(text) for text in overrides)
     spec = load_spec(space, overrides=changes)
-    if name:
+    if name is not None:
         spec = replace(spec, name=name)
     if num_samples:
         spec = replace(spec, num_samples=num_samples)

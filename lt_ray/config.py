@@ -42,12 +42,34 @@ _FLOAT_RE = re.compile(
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with YAML 1.2 floats: ``5e-4``, ``1E5`` and ``2e0`` are numbers.
+    """PyYAML's SafeLoader with YAML 1.2 floats (``5e-4``, ``1E5`` and ``2e0`` are numbers) and
+    no duplicate keys.
 
     YAML 1.1 (PyYAML) needs a dot and a signed exponent (``5.0e-4``) and reads ``5e-4`` as the
-    string ``"5e-4"``. Every YAML the user writes (experiment and study files, ``--set``
-    values) is read with this loader (:func:`yaml_load`).
+    string ``"5e-4"``; and it lets a second ``space:`` silently replace the first. Every YAML
+    the user writes (experiment and study files, ``--set`` values) is read with this loader
+    (:func:`yaml_load`).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are all different, at every level (a duplicate names both
+        lines)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the SafeLoader explains it
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first}, again at line "
+                    f"{line}); give each key once", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 YamlLoader.yaml_implicit_resolvers = {

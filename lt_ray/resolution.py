@@ -193,6 +193,9 @@ def method_args(spec: MethodSpec, method: MethodConfig) -> Any:
         if key in method.args and key not in {f.name for f in dataclasses.fields(spec.args)}:
             raise ConfigError(f"method.args.{key} is no longer a method argument: give "
                               f"{where}")
+    for key, value in method.args.items():  # before the args' own range checks see a NaN
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"method.args.{key} must be a finite number, got {value}")
     return from_dict(spec.args, method.args, "method.args")
 
 

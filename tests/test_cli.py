@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -244,3 +245,43 @@ def test_list_shows_declared_heads_and_weights():
     res = invoke("list")
     assert "max_m=0.5, s=30.0  [head normed]" in res.output
     assert "[head linear, ignores class weights]" in res.output
+
+
+@pytest.mark.parametrize("name", ["../../etc", "my study", "x" * 400, "ü" * 200, "", "-lead",
+                                  "a/b"])
+def test_study_names_are_short_slugs_from_the_flag_and_the_yaml(tmp_path, name):
+    """--name and the YAML's name: follow one rule; a path, a space or an over-long name is
+    refused before anything is planned (--name ../../etc planned a folder outside the
+    storage)."""
+    space = tmp_path / "s.yaml"
+    space.write_text(json.dumps({"base": {"method": {"name": "ce"}}}))
+    storage = tmp_path / "res"
+    res = invoke("sweep", str(space), "--dry-run", "--storage", str(storage), "--name", name)
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1 and "--name=" in lines[0], res.output
+    assert "is not a study name" in lines[0]
+    space.write_text(json.dumps({"name": name, "base": {"method": {"name": "ce"}}}))
+    res = invoke("sweep", str(space), "--dry-run", "--storage", str(storage))
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1 and "name=" in lines[0], res.output
+    assert not storage.exists()
+
+
+def test_a_valid_study_name_is_planned(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(json.dumps({"base": {"method": {"name": "ce"}}}))
+    res = invoke("sweep", str(space), "--dry-run", "--storage", str(tmp_path / "res"),
+                 "--name", "gml_cifar-10")
+    assert res.exit_code == 0, res.output
+    assert f"results: {tmp_path / 'res' / 'gml_cifar-10'}" in res.output
+
+
+@pytest.mark.parametrize(("space", "override", "needle"), [
+    ("quickstart", "grid.method.loss=[focal]", "['focal'] is not among the axis's values"),
+    ("gml", "grid.data.imb_factor=[100,200]", "[200] is not among the axis's values"),
+])
+def test_grid_overrides_only_keep_existing_values(space, override, needle):
+    path = Path(__file__).resolve().parents[1] / "search_spaces" / f"{space}.yaml"
+    res = invoke("sweep", str(path), "--dry-run", "--set", override)
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1 and needle in lines[0], res.output

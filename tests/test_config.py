@@ -326,3 +326,27 @@ def test_artifact_hashes_of_earlier_versions_stay_valid():
     assert digest({"method": {"name": "mislas_stage1"}, "data": {"imb_factor": 50}}) == (
         "166a4889ba60b79f")
     assert digest({"method": {"name": "paco"}}) != "1cc0babf5a599828"
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("name: x\nspace:\n  optim.lr: {uniform: [0.1, 0.2]}\nbase: {}\nspace: {}\n",
+     ":5: duplicate key 'space' (first at line 2, again at line 5)"),
+    ("base:\n  optim:\n    lr: 0.1\n    momentum: 0.9\n    lr: 0.2\n",
+     ":5: duplicate key 'lr' (first at line 3, again at line 5)"),
+])
+def test_duplicate_yaml_keys_are_refused_at_every_level(tmp_path, text, needle):
+    from lt_ray.config import load_yaml
+
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(str(path))
+    assert needle in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_yaml_merge_keys_and_distinct_keys_still_load(tmp_path):
+    from lt_ray.config import load_yaml
+
+    path = tmp_path / "ok.yaml"
+    path.write_text("a: &x {lr: 0.1}\nb:\n  <<: *x\n  momentum: 0.9\n")
+    assert load_yaml(str(path)) == {"a": {"lr": 0.1}, "b": {"lr": 0.1, "momentum": 0.9}}

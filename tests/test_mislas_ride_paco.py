@@ -367,3 +367,21 @@ def test_predict_re_evaluates_their_checkpoints_without_the_stage_1(tmp_path, me
     for key in ("test_acc", "test_hm", "test_lr"):
         assert doc["metrics"][key] == recorded[key], key
     assert doc["per_class_recall"]["test"] == recorded["per_class_recall"]["test"]
+
+
+@pytest.mark.parametrize(("method", "key", "value", "needle"), [
+    ("ride", "s", -1, "method.args.s must be > 0"),
+    ("ride", "s", float("nan"), "method.args.s must be a finite number"),
+    ("ride", "beta", 1.5, "method.args.beta must be in [0, 1)"),
+    ("ride", "diversity_temperature", 0, "method.args.diversity_temperature must be > 0"),
+    ("ride", "diversity_factor", float("-inf"), "method.args.diversity_factor must be a finite"),
+    ("ride_distill", "max_m", -0.1, "method.args.max_m must be >= 0"),
+    ("paco", "temperature", float("inf"), "method.args.temperature must be a finite number"),
+    ("mislas", "lr_factor", float("nan"), "method.args.lr_factor must be a finite number"),
+])
+def test_method_args_are_range_checked_at_resolution(method, key, value, needle):
+    """Every method's args are checked with the rest of the config, before any data is read
+    (a NaN scale used to train until it diverged)."""
+    with pytest.raises(ConfigError) as caught:
+        resolve(tiny(**{"method.name": method, f"method.args.{key}": value}))
+    assert needle in str(caught.value)

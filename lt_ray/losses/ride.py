@@ -3,6 +3,8 @@ the distribution-aware diversity term, the distillation term and the expert rout
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,15 +42,19 @@ class RIDELoss(nn.Module):
                  reweight: bool = True, reweight_fraction: float = 0.8,
                  reweight_factor: float = 0.05, beta: float = 0.9999) -> None:
         super().__init__()
-        if max_m < 0 or s <= 0 or diversity_temperature <= 0:
-            raise ConfigError("ride: max_m must be >= 0, s and diversity_temperature > 0 "
-                              f"(got {max_m}, {s}, {diversity_temperature})")
-        if not 0 <= reweight_fraction <= 1:
-            raise ConfigError("ride: method.args.reweight_fraction must be in [0, 1], got "
-                              f"{reweight_fraction}")
-        if not 0 <= reweight_factor <= 1 or not 0 <= beta < 1:
-            raise ConfigError("ride: reweight_factor must be in [0, 1] and beta in [0, 1), got "
-                              f"{reweight_factor}, {beta}")
+        ranges = (("max_m", max_m, 0 <= max_m < math.inf, ">= 0"),
+                  ("s", s, 0 < s < math.inf, "> 0 (the cosine scale)"),
+                  ("diversity_temperature", diversity_temperature,
+                   0 < diversity_temperature < math.inf, "> 0"),
+                  ("reweight_fraction", reweight_fraction, 0 <= reweight_fraction <= 1,
+                   "in [0, 1]"),
+                  ("reweight_factor", reweight_factor, 0 <= reweight_factor <= 1, "in [0, 1]"),
+                  ("beta", beta, 0 <= beta < 1, "in [0, 1)"),
+                  ("diversity_factor", diversity_factor, math.isfinite(diversity_factor),
+                   "a finite number"))
+        for name, value, ok, expected in ranges:
+            if not ok:
+                raise ConfigError(f"method.args.{name} must be {expected}, got {value}")
         counts = torch.as_tensor(class_counts, dtype=torch.float32)
         root4 = counts.pow(-0.25)
         self.register_buffer("margins", root4 * (max_m / root4.max()), persistent=False)

@@ -60,6 +60,7 @@ class RIDEArgs:
         if not 0 <= self.reweight_fraction <= 1:
             raise ConfigError("method.args.reweight_fraction must be in [0, 1], got "
                               f"{self.reweight_fraction}")
+        self.loss(torch.ones(2))  # the loss's range checks (s, max_m, temperature, beta, ...)
 
     def loss(self, class_counts: torch.Tensor) -> RIDELoss:
         return RIDELoss(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,20 @@ def load_spec(path: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a folder name in any storage
+
+
+def check_study_name(name: Any, where: str = "name") -> str:
+    """A study name is a short slug: 1 to 64 ASCII letters, digits, '-' and '_', starting with
+    a letter or digit (it names ``<storage>/<name>``: no path, no space); the same rule for the
+    YAML's ``name:`` and ``--name``."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise ConfigError(f"{where}={shown} is not a study name: use 1 to 64 ASCII letters, "
+                          "digits, '-' and '_', starting with a letter or digit")
+    return name
+
+
 def _stem(path: str) -> str:
     return Path(path).stem
 
@@ -64,9 +79,8 @@ def parse_spec(
     ``repeat.KEY``, ``resources.KEY``, ``scheduler.KEY``."""
     _check_keys(raw, TOP_KEYS, "")
     raw, overrides = _apply_study_overrides(raw, overrides or {})
-    name = str(raw.get("name", default_name))
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"name={name!r}: use letters, digits, '-' and '_' only")
+    name = check_study_name(raw.get("name", default_name), "name" if "name" in raw else
+                            "the study file's name (its default study name)")
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError("base: must be a mapping (a partial experiment config)")
@@ -204,6 +218,13 @@ def _apply_study_overrides(raw: dict[str, Any], overrides: dict[str, Any]
                                   f"(axes: {known}); edit the study file to add one")
             if not isinstance(value, list):
                 value = [value]
+            axis = node[sub] if isinstance(node[sub], list) else [node[sub]]
+            extra = [v for v in value if not any(v == old for old in axis)]
+            if extra:
+                raise ConfigError(
+                    f"--set {key}: {extra} {'is' if len(extra) == 1 else 'are'} not among the "
+                    f"axis's values {axis}; --set grid.AXIS keeps some of an existing axis's "
+                    "values (edit the study file to add values)")
         node = {**node, sub: value}
         out[section] = node
     return out, rest
