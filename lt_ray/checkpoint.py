@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the file: the error says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        # torch's own message advises weights_only=False: never for a file the user did not
+        # make, so it is not passed on
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]} "
-            "(the file is truncated, corrupt or not a torch checkpoint; re-create it)"
+            f"cannot read checkpoint {path} ({type(exc).__name__}): it is truncated, corrupt, "
+            "not a torch checkpoint, or holds objects other than tensors and plain values, "
+            "which lt-ray never unpickles; re-create it"
         ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
@@ -78,6 +84,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
     return {"format_version": None, "state_dict": state}
+
+
+def load_resumable(path: str | Path) -> dict[str, Any]:
+    """An lt-ray checkpoint with the training state to resume from (optimizer, RNG, history);
+    a CheckpointError for anything else."""
+    state = load_checkpoint(path)
+    if "optimizer" not in state:
+        raise CheckpointError(f"{path} is not a resumable lt-ray checkpoint (it holds no "
+                              "training state); start the run anew without --resume")
+    return state
 
 
 def map_foreign_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -59,7 +59,33 @@ def setup_logging() -> None:
     logger.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """The ``lt-ray`` group: click's usage errors (a missing option, ``--top-k many``) are one
+    ``error:`` line on stderr and exit code 2, like every other bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `lt-ray` alone: its help
+            click.echo(exc.format_message())
+            sys.exit(USER_ERROR)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "lt-ray"
+            click.echo(f"error: {one_line(exc.format_message())} (see {command} --help)",
+                       err=True)
+            sys.exit(USER_ERROR)
+        except click.ClickException as exc:
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lt-ray")
 def main() -> None:
     """lt-ray: long-tailed recognition studies (CIFAR-10/100-LT) on Ray Tune."""
@@ -112,6 +138,13 @@ def check_out_dir(out: Path, resolved: Any, *, overwrite: bool, resume: bool) ->
     if out.exists() and not out.is_dir():
         raise LTRayError(f"--out {out} is a file; give a folder")
     if not any(p.exists() for p in outputs):
+        others = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        if others and not overwrite:
+            raise LTRayError(
+                f"--out {out} is not empty ({len(others)} entries, e.g. {others[0]!r}) and "
+                "holds no run; give a new or empty folder, or --overwrite to write the run "
+                "among them"
+            )
         return
     if resume:
         if outputs[2].exists() and not same_run_config(out / CONFIG_FILE, resolved):
@@ -148,10 +181,18 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
     A pretrained: section (the GML plug-in) is trained first, once, into the artifacts."""
     from lt_ray import artifacts as A
     from lt_ray.data import build_dataset
+    from lt_ray.errors import LTRayError
     from lt_ray.experiment import run, runtime_device
     from lt_ray.resolution import resolve
+    from lt_ray.storage import check_location, is_uri
 
     setup_logging()
+    if is_uri(out):
+        raise LTRayError(f"--out {out}: a run is written to a local folder; give a path (a "
+                         "study's storage may be a URI: lt-ray sweep --storage)")
+    out = check_location(out, "--out")
+    if artifacts is not None:
+        artifacts = check_location(artifacts, "--artifacts")
     resolved = resolve(load_config(config, method, overrides))
     cfg = resolved.config
     runtime_device(cfg)  # e.g. train.device=cuda on a machine without CUDA
@@ -324,10 +365,12 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
     from dataclasses import replace
 
     from lt_ray.config import parse_override
+    from lt_ray.storage import check_location
     from lt_ray.tune.parse import check_study_name, load_spec
     from lt_ray.tune.study import describe_plan, run_sweep
 
     setup_logging()
+    storage = check_location(storage, "--storage")
     if name is not None:
         check_study_name(name, "--name")
     changes = dict(parse_override(text) for text in overrides)

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from lt_ray.checkpoint import load_checkpoint, save_checkpoint
+from lt_ray.checkpoint import load_resumable, save_checkpoint
 from lt_ray.config import PRECISIONS as PRECISION_NAMES
 from lt_ray.config import ExperimentConfig, TrainConfig
 from lt_ray.data import DeviceLoader, LTData
-from lt_ray.errors import CheckpointError, ConfigError, TrainingDiverged
+from lt_ray.errors import ConfigError, TrainingDiverged
 from lt_ray.methods.base import Method
 from lt_ray.metrics import split_metrics
 from lt_ray.schedules import lr_factor
@@ -211,9 +211,7 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path)
-        if "optimizer" not in state:
-            raise CheckpointError(f"{checkpoint_path} is not a resumable lt-ray checkpoint")
+        state = load_resumable(checkpoint_path)
         method.load_state_dict(state["state_dict"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from lt_ray import __version__, artifacts, storage
-from lt_ray.checkpoint import load_checkpoint, load_weights
+from lt_ray.checkpoint import load_checkpoint, load_resumable, load_weights
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import LTData, build_dataset
@@ -238,6 +238,8 @@ def run(
     method = build_method(resolved, data, device, root=root)
     checkpoint = None
     if out_dir is not None:
+        if resume and (out_dir / CHECKPOINT_FILE).is_file():
+            load_resumable(out_dir / CHECKPOINT_FILE)  # a refused resume writes nothing
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         checkpoint = out_dir / CHECKPOINT_FILE

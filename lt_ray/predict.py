@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,9 +160,12 @@ def read_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
     images = []
     for path in paths:
         try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            with warnings.catch_warnings():  # a huge image is refused, not warned about
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as exc:
             why = "no such file" if isinstance(exc, FileNotFoundError) else (
                 f"not a readable image: {type(exc).__name__}: {str(exc)[:200]}")
             raise LTRayError(f"image {path}: {why}") from None

@@ -37,14 +37,57 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from lt_ray.errors import LTRayError
+
 Location = str | os.PathLike[str]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):/(?!/)")  # s3:/x: a URI missing a slash
+NAME_MAX = 255  # bytes of one path component on Linux and macOS file systems
 
 
 def is_uri(path: Location) -> bool:
     """Whether ``path`` has a scheme such as ``s3://``, ``gs://`` or ``file://``."""
     return bool(_SCHEME.match(os.fspath(path)))
+
+
+def check_location(location: Location, what: str) -> str:
+    """``location`` normalized, if it can be a folder to write into; else an LTRayError naming
+    ``what`` (the option) and the fix: a URI missing a slash (``s3:/x``), a scheme pyarrow
+    cannot open, a local path below a file or inside a file, or a path component longer than
+    the file system allows. Nothing is created."""
+    text = os.fspath(location)
+    if not text.strip():
+        raise LTRayError(f"{what} is empty; give a folder or a URI (s3://bucket/prefix)")
+    one_slash = _ONE_SLASH.match(text)
+    if one_slash:
+        fixed = f"{one_slash.group(1)}://{text[one_slash.end():]}"
+        raise LTRayError(f"{what} {text!r} looks like a URI with one slash; did you mean "
+                         f"{fixed!r}? (a local folder name cannot start with 'scheme:/')")
+    if is_uri(text):
+        try:
+            filesystem(text)
+        except ValueError:
+            scheme = text.split("://", 1)[0]
+            raise LTRayError(f"{what} {text!r}: pyarrow cannot open {scheme}:// storage; give "
+                             "a folder, s3://bucket/prefix, gs://bucket/prefix or "
+                             "file:///path") from None
+        except OSError as exc:
+            raise LTRayError(f"{what} {text!r}: {exc}") from None
+        return normalize(text)
+    path = normalize(text)
+    for part in path.split(os.sep):
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise LTRayError(f"{what}: the folder name {part[:40]!r}... is "
+                             f"{len(os.fsencode(part))} bytes, more than the {NAME_MAX} a file "
+                             "system allows; give a shorter name")
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe) if os.path.dirname(probe) != probe else ""
+    if probe and not os.path.isdir(probe):
+        where = "is" if probe == path else f"lies in {probe!r}, which is"
+        raise LTRayError(f"{what} {text!r} {where} a file; give a folder")
+    return path
 
 
 def _split_uri(uri: str) -> tuple[str, str, str]:

@@ -285,3 +285,59 @@ def test_grid_overrides_only_keep_existing_values(space, override, needle):
     res = invoke("sweep", str(path), "--dry-run", "--set", override)
     lines = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert res.exit_code == 2 and len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_train_out_refuses_unrelated_files_and_bad_paths(tmp_path):
+    """--out: a non-empty folder without a run, a path below a file, an over-long folder name
+    and a URI are refused with one line, before anything is written."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    res = invoke("train", *tiny_overrides(), "--out", str(busy))
+    assert res.exit_code == 2 and "is not empty (1 entries, e.g. 'notes.txt')" in res.output
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [(str(a_file / "sub"), "which is a file"), (str(tmp_path / ("x" * 300)), "bytes"),
+             (str(tmp_path / ("ü" * 200)), "bytes"), ("s3:/bucket/run", "one slash"),
+             ("s3://bucket/run", "local folder")]
+    for out, needle in cases:
+        res = invoke("train", *tiny_overrides(), "--out", out)
+        lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert res.exit_code == 2 and len(lines) == 1 and needle in lines[0], (out, res.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "file"]
+
+
+@pytest.mark.parametrize(("storage", "needle"), [
+    ("ftp://x/y", "pyarrow cannot open ftp:// storage"),
+    ("foo://bucket/p", "pyarrow cannot open foo:// storage"),
+    ("s3:/x", "did you mean 's3://x'"),
+])
+def test_sweep_storage_is_checked_before_planning(tmp_path, storage, needle):
+    space = tmp_path / "s.yaml"
+    space.write_text(json.dumps({"base": {"method": {"name": "ce"}}}))
+    res = invoke("sweep", str(space), "--dry-run", "--storage", storage)
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1 and needle in lines[0], res.output
+
+
+def test_sweep_storage_inside_a_file_is_refused(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(json.dumps({"base": {"method": {"name": "ce"}}}))
+    for storage in (space, space / "sub"):
+        res = invoke("sweep", str(space), "--dry-run", "--storage", str(storage))
+        assert res.exit_code == 2 and "a file; give a folder" in res.output, res.output
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["predict", "--checkpoint", "x", "--top-k", "many", "img.png"],
+     "Invalid value for '--top-k': 'many' is not a valid integer. (see "),
+    (["sweep", "s.yaml", "--num-samples", "0"], "Invalid value for '--num-samples'"),
+    (["train"], "Missing option '--out'"),
+    (["bogus"], "No such command 'bogus'"),
+])
+def test_usage_errors_are_one_line(args, needle):
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines() == [res.output.strip()]  # one line
+    assert res.output.startswith("error: ") and needle in res.output

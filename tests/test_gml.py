@@ -212,7 +212,7 @@ def test_bad_gml_arguments_and_sections_are_refused(tmp_path):
     blocked = tmp_path / "a_file"
     blocked.write_text("x")
     _refused(_train(["--method", "gml", "--artifacts", str(blocked / "art"), *stage],
-                    tmp_path), tmp_path, "is not writable")
+                    tmp_path), tmp_path, "which is a file; give a folder")
 
 
 def test_a_pretrained_key_may_be_a_grid_axis_but_never_searched(tmp_path):

@@ -232,3 +232,47 @@ def test_cifar_input_is_32_pixels_with_the_cifar_statistics_without_reading_data
         cfg = ExperimentConfig.from_dict({"data": {"dataset": dataset,
                                                    "root": str(tmp_path / "none")}})
         assert P.input_spec(cfg) == P.InputSpec(32, CIFAR_MEAN, CIFAR_STD)
+
+
+CRAFTED_PICKLE = b"cos\nsystem\n(S'echo crafted'\ntR."  # a GLOBAL os.system call, never run
+
+
+def test_a_crafted_pickle_is_refused_without_warnings_or_unsafe_advice(runs, tmp_path):
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(CRAFTED_PICKLE)
+    res = invoke("predict", "--checkpoint", str(crafted), pngs(runs)[0])
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == [res.output.strip()]  # no torch warning before it
+    assert "cannot read checkpoint" in res.output and "never unpickles" in res.output
+    assert "weights_only" not in res.output
+
+
+def test_a_refused_resume_writes_nothing(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["ce"], out)
+    (out / "checkpoint.pt").write_bytes(CRAFTED_PICKLE)
+    (out / "config.yaml").unlink()
+    before = sorted(p.name for p in out.iterdir())
+    res = invoke("train", *tiny_overrides(), "--out", str(out), "--resume")
+    assert res.exit_code == 2 and "cannot read checkpoint" in res.output, res.output
+    assert sorted(p.name for p in out.iterdir()) == before  # no config.yaml written
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk only: the header of a huge image, no pixels."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF))
+
+
+def test_a_decompression_bomb_header_is_one_error_line(runs, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(10000, 10000))
+    res = invoke("predict", "--checkpoint", str(runs["ce"]), str(bomb))
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines() == [res.output.strip()]
+    assert f"image {bomb}: not a readable image" in res.output

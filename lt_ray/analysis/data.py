@@ -21,6 +21,7 @@ from lt_ray.metrics import parse_metric_name
 from lt_ray.results import StudyTables, read_study
 from lt_ray.results import schema as S
 
+STUDY_FORMAT_VERSION = S.STUDY_FILE_VERSION
 STUDY_FILE = "study.json"  # written by the sweep driver (lt_ray.tune.study_folder.STUDY_FILE)
 DEFAULT_METRIC = "val_hm"
 DEFAULT_MODE = "max"
@@ -117,7 +118,9 @@ def _basename(path: str) -> str:
 
 
 def read_meta(study_dir: str) -> dict[str, Any]:
-    """The content of ``study_dir/study.json``, or ``{}`` when there is none."""
+    """The content of ``study_dir/study.json``, or ``{}`` when there is none; one of another
+    format version (:data:`STUDY_FORMAT_VERSION`) is refused (one without a version is an
+    earlier lt-ray's, read as it is)."""
     path = storage.join(study_dir, STUDY_FILE)
     try:
         if not storage.is_file(path):
@@ -127,6 +130,10 @@ def read_meta(study_dir: str) -> dict[str, Any]:
         raise LTRayError(f"cannot read {path}: {exc}") from None
     if not isinstance(meta, dict):
         raise LTRayError(f"{path} is not a JSON object")
+    version = meta.get("format_version", STUDY_FORMAT_VERSION)
+    if version != STUDY_FORMAT_VERSION:
+        raise LTRayError(f"{path} has format version {version!r}; this lt-ray reads version "
+                         f"{STUDY_FORMAT_VERSION}: analyze it with the lt-ray that wrote it")
     return meta
 
 
@@ -199,6 +206,11 @@ def objectives_by_study(studies: Sequence[Study], select: str | None,
         return {s.name: (select, dict(s.objectives).get(select, DEFAULT_MODE)) for s in studies}
     chosen = {s.name: s.objectives[0] for s in studies}
     for name, (metric, _) in chosen.items():
+        parsed = parse_metric_name(metric)
+        if parsed is None or parsed[0] != "val":
+            raise LTRayError(f"study {name}: its study.json selects on {metric}, which is not a "
+                             "validation metric (selecting on a test split is test-set "
+                             f"selection); pass --select, one of: {', '.join(available)}")
         if metric not in trials.columns:
             raise LTRayError(f"study {name}: its objective {metric} is not in trials.parquet; "
                              f"pass --select, one of: {', '.join(available) or 'none'}")

@@ -191,11 +191,8 @@ def _out_dir(locations: Sequence[str], out: str | os.PathLike[str] | None) -> st
             raise LTRayError(f"--out is required when the first study is a URI "
                              f"({locations[0]}); give a folder or URI for the report")
         out_dir = storage.join(storage.normalize(locations[0]), OUT_SUBDIR)
-    else:
-        out_dir = storage.normalize(out)
-    if not storage.is_uri(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise LTRayError(f"--out {out_dir} is a file; give a folder")
-    return out_dir
+        return storage.check_location(out_dir, "the report folder")
+    return storage.check_location(out, "--out")
 
 
 # --- sections ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pyarrow as pa
 from lt_ray.metrics import ALL_NAMES, is_eval_stat, parse_metric_name
 
 FORMAT_VERSION = "2"  # stored in each file's schema metadata under b"lt_ray.results.format"
+STUDY_FILE_VERSION = 1  # of a study's study.json (the driver writes, analyze reads)
 METADATA = {b"lt_ray.results.format": FORMAT_VERSION.encode()}
 
 TRIALS_FILE = "trials.parquet"

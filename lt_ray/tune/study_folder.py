@@ -13,6 +13,7 @@ from typing import Any
 from lt_ray import storage
 from lt_ray.errors import LTRayError
 from lt_ray.methods import outputs_declaration
+from lt_ray.results.schema import STUDY_FILE_VERSION
 from lt_ray.tune.spec import SweepSpec
 
 STUDY_FILE = "study.json"
@@ -111,6 +112,7 @@ def write_study_file(study_dir: str, spec: SweepSpec, provenance: dict[str, Any]
     methods = {spec.cell_config(c).method.name for c in spec.cells()}
     methods.update(v for p in spec.params if p.key == "method.name" for v in p.args[0])
     storage.write_text(storage.join(study_dir, STUDY_FILE), json.dumps({
+        "format_version": STUDY_FILE_VERSION,
         "name": spec.name,
         "description": spec.description,
         "cells": [{"id": c.id, "index": c.index, "values": c.values} for c in spec.cells()],

@@ -383,3 +383,42 @@ def test_study_and_report_on_s3(s3, studies):
     assert storage.read_bytes(storage.join(out, "figures", "learning_curves.png"))[:4] == (
         b"\x89PNG")
     assert storage.is_file(storage.join(out, "comparison.csv"))
+
+
+def _refused(res, *needles):
+    lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_a_study_that_selects_on_test_metrics_is_refused(tmp_path):
+    """A study.json whose objective is a test metric would make analyze select on the test
+    split; the sweep never writes one, analyze refuses it (unless --select names a val
+    metric)."""
+    study = write(tmp_path / "s", alpha_records(), "alpha", ["a", "b"], ["test_acc"], ["max"])
+    out = tmp_path / "report"
+    _refused(CliRunner().invoke(main, ["analyze", str(study), "--out", str(out)]),
+             "selects on test_acc", "test-set selection")
+    assert not out.exists()
+    res = CliRunner().invoke(main, ["analyze", str(study), "--out", str(out),
+                                    "--select", "val_acc"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_study_file_of_another_format_version_is_refused(tmp_path):
+    study = write(tmp_path / "s", alpha_records(), "alpha", ["a", "b"], ["val_acc"], ["max"])
+    meta = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**meta, "format_version": 99}))
+    out = tmp_path / "report"
+    _refused(CliRunner().invoke(main, ["analyze", str(study), "--out", str(out)]),
+             "format version 99")
+    assert not out.exists()
+
+
+def test_a_report_folder_inside_a_file_is_refused(tmp_path):
+    study = write(tmp_path / "s", alpha_records(), "alpha", ["a", "b"], ["val_acc"], ["max"])
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _refused(CliRunner().invoke(main, ["analyze", str(study), "--out", str(a_file / "sub")]),
+             "which is a file")
