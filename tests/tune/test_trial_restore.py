@@ -15,9 +15,13 @@ from lt_ray.tune.export import final_run
 
 @pytest.fixture(autouse=True)
 def lt_ray_logs_reach_caplog(monkeypatch):
-    """The CLI's setup_logging (run in-process by earlier tests) stops lt_ray's records at its
-    own handler; let them reach pytest's capture again."""
-    monkeypatch.setattr(logging.getLogger("lt_ray"), "propagate", True)
+    """Earlier tests of the session change lt_ray's logging: the CLI's setup_logging stops its
+    records at its own handler, and a logging configuration (Ray's) may disable existing
+    loggers; let the trainable's records reach pytest's capture again."""
+    for name in ("lt_ray", "lt_ray.tune", trainable.log.name):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("lt_ray"), "level", logging.INFO)
 
 
 def test_missing_checkpoint_starts_the_trial_over(tmp_path, caplog):
