@@ -21,12 +21,17 @@ other nodes read remote artifacts through a local copy (:func:`local_copy`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +73,68 @@ def external_dir(root: str, checkpoint: str) -> str:
     return storage.join(root, "external", digest)
 
 
+BUILDING_PREFIX = ".building-"
+HEARTBEAT = ".heartbeat"  # touched by a running build every HEARTBEAT_S seconds
+HEARTBEAT_S = 60.0
+STALE_BUILD_S = 10 * HEARTBEAT_S  # a build folder without a heartbeat this long is abandoned
+
+
 def working_dir(root: str, run: Resolved) -> Path:
     """A private local folder to train ``run`` in before :func:`publish`."""
-    local_root = root if not storage.is_uri(root) else tempfile.gettempdir()
-    return Path(local_root) / f".building-{run.hash}-{uuid.uuid4().hex[:8]}"
+    return _local_root(root) / f"{BUILDING_PREFIX}{run.hash}-{uuid.uuid4().hex[:8]}"
+
+
+def _local_root(root: str) -> Path:
+    return Path(root if not storage.is_uri(root) else tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def heartbeat(work: Path) -> Iterator[None]:
+    """Touch ``work``'s heartbeat file every :data:`HEARTBEAT_S` seconds while a build runs, so
+    that :func:`sweep_stale_builds` tells a running build from an abandoned one."""
+    stop = threading.Event()
+    beat = work / HEARTBEAT
+
+    def touch() -> None:
+        with contextlib.suppress(OSError):
+            work.mkdir(parents=True, exist_ok=True)
+            beat.touch()
+
+    def beat_until_stopped() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            touch()
+
+    touch()  # the first beat before the build starts
+    thread = threading.Thread(target=beat_until_stopped, name="lt-ray build heartbeat",
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        beat.unlink(missing_ok=True)  # not published with the artifact
+
+
+def sweep_stale_builds(root: str, *, now: float | None = None) -> list[Path]:
+    """Remove the ``.building-*`` folders under ``root`` (or the temp folder, for a URI root)
+    whose heartbeat is older than :data:`STALE_BUILD_S`: builds that were interrupted (a
+    killed Ray task cannot clean up after itself). Returns the removed folders, each logged."""
+    folder = _local_root(root)
+    now = time.time() if now is None else now
+    removed = []
+    for work in sorted(folder.glob(f"{BUILDING_PREFIX}*")) if folder.is_dir() else []:
+        beat = work / HEARTBEAT
+        try:
+            last = (beat if beat.exists() else work).stat().st_mtime
+        except OSError:
+            continue
+        if work.is_dir() and now - last > STALE_BUILD_S:
+            shutil.rmtree(work, ignore_errors=True)
+            log.info("removed the stale build folder %s (no heartbeat for %.0f min: an "
+                     "interrupted build)", work, (now - last) / 60)
+            removed.append(work)
+    return removed
 
 
 def find(root: str, run: Resolved) -> str | None:

@@ -175,11 +175,13 @@ def build_artifact(root: str, stage: Resolved, *, data_root: str | None = None,
     if found is not None:
         return found
     artifacts.check_writable(root)
+    artifacts.sweep_stale_builds(root)
     work = artifacts.working_dir(root, stage)
     log.info("building artifact %s (%s)", artifacts.artifact_dir(root, stage),
              stage.config.method.name)
     try:
-        result = run(stage, work, data_root=data_root, data=data, artifacts=root)
+        with artifacts.heartbeat(work):
+            result = run(stage, work, data_root=data_root, data=data, artifacts=root)
         marker = {"hash": stage.hash, "method": stage.config.method.name,
                   "fulltest_acc": result.metrics.get("fulltest_acc")}
         return artifacts.publish(work, root, stage, (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE),

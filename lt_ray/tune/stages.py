@@ -74,6 +74,7 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
     if not staged:
         return 0
     artifacts.check_writable(root)
+    artifacts.sweep_stale_builds(root)  # what interrupted builds of earlier studies left
     built = 0
     for level in levels:
         todo = [s for s in level if artifacts.find(root, s) is None]
