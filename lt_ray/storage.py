@@ -59,6 +59,8 @@ def check_location(location: Location, what: str) -> str:
     text = os.fspath(location)
     if not text.strip():
         raise LTRayError(f"{what} is empty; give a folder or a URI (s3://bucket/prefix)")
+    if "\x00" in text:
+        raise LTRayError(f"{what} {text!r} holds a NUL character, which no path may hold")
     one_slash = _ONE_SLASH.match(text)
     if one_slash:
         fixed = f"{one_slash.group(1)}://{text[one_slash.end():]}"

@@ -250,3 +250,29 @@ def test_experiment_configs_fail_cleanly(workdir, data):
     reloaded = ExperimentConfig.from_dict(yaml_load(dump(resolved.to_dict())))
     assert reloaded == resolved
     assert resolve(reloaded).config == resolved
+
+
+HOSTILE_LOCATIONS = ["s3:/x", "s3:x", "ftp://x/y", "foo://bucket/p", "file:///", "", " ",
+                     "..", "../../etc", "a\nb", "a\x00b", "x" * 300, "ü" * 200, "~",
+                     "results/" + "y" * 256, "-", "--"]
+HOSTILE_NAMES = ["../../etc", "my study", "x" * 400, "ü" * 3, "", "-a", "a/b", ".", "..",
+                 "a" * 64, "a" * 65, "CON", "study\n", "gml_cifar-10"]
+
+
+@FUZZ
+@given(data=st.data())
+def test_storage_locations_and_study_names_fail_cleanly(workdir, data):
+    """--storage and --name, hostile or random: a valid plan, or one error line; a dry run
+    writes nothing anywhere (the storage is never created)."""
+    path = workdir / "names.yaml"
+    path.write_text(dump(SYNTHETIC_STUDY))
+    text = st.text(st.characters(codec="utf-8"), max_size=40)
+    storage = data.draw(st.one_of(st.sampled_from(HOSTILE_LOCATIONS), text))
+    name = data.draw(st.one_of(st.none(), st.sampled_from(HOSTILE_NAMES), text))
+    args = ["sweep", str(path), "--dry-run", "--storage", storage]
+    if name is not None:
+        args += ["--name", name]
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    res = CliRunner().invoke(main, args)
+    assert_one_error_or_success(res)
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before  # nothing created here
