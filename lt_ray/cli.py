@@ -7,6 +7,7 @@ written. Heavy modules (torch, ray, matplotlib) are imported inside the commands
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import sys
@@ -28,7 +29,11 @@ def one_line(text: str) -> str:
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LTRayError into one ``error: ...`` line and exit code 2."""
+    """Turn LTRayError into one ``error: ...`` line and exit code 2.
+
+    The exit happens after the exception is dropped: its traceback holds the frames of the
+    failed call, and native objects they hold (an Arrow table) destroyed during interpreter
+    shutdown, after torch's threads, aborted the process now and then (exit 134)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,8 +42,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LTRayError as exc:
-            click.echo(f"error: {one_line(str(exc))}", err=True)
-            sys.exit(USER_ERROR)
+            message = one_line(str(exc))
+        gc.collect()  # the failed call's frames and what they held, freed before the exit
+        click.echo(f"error: {message}", err=True)
+        sys.exit(USER_ERROR)
 
     return wrapper
 
@@ -82,6 +89,7 @@ class OneLineErrors(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        gc.collect()  # native objects (Arrow tables) freed before interpreter shutdown
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -422,3 +422,25 @@ def test_a_report_folder_inside_a_file_is_refused(tmp_path):
     a_file.write_text("x")
     _refused(CliRunner().invoke(main, ["analyze", str(study), "--out", str(a_file / "sub")]),
              "which is a file")
+
+
+def test_a_refused_study_exits_cleanly_every_time(tmp_path):
+    """A Parquet file without lt-ray's format metadata is refused with exit 2, every time: the
+    Arrow table the failed read held used to outlive the exception and be destroyed during
+    interpreter shutdown after torch's threads (about half the runs aborted, exit 134)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    study = tmp_path / "s"
+    study.mkdir()
+    table = pa.table({"study": ["s"], "trial_id": ["t1"], "status": ["completed"]})
+    for name in ("trials.parquet", "epochs.parquet", "per_class.parquet"):
+        pq.write_table(table, study / name)
+    for _ in range(8):
+        res = subprocess.run([sys.executable, "-m", "lt_ray.cli", "analyze", str(study), "--out",
+                              str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, (res.returncode, res.stderr)
+        assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+        assert "no lt-ray results format version" in res.stderr
