@@ -44,6 +44,8 @@ Location = str | os.PathLike[str]
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):/(?!/)")  # s3:/x: a URI missing a slash
 NAME_MAX = 255  # bytes of one path component on Linux and macOS file systems
+DETAIL_MAX = 400  # characters of a storage library's error message kept in ours
+GCS_RETRY_LIMIT_S = 15.0  # how long a gs:// call retries (pyarrow's retry_limit_seconds)
 
 
 def is_uri(path: Location) -> bool:
@@ -143,6 +145,11 @@ def filesystem(location: Location) -> tuple[pafs.FileSystem, str]:
     location = normalize(location)
     if not is_uri(location):
         return pafs.LocalFileSystem(), location
+    scheme, _, query = _split_uri(location)
+    if scheme in ("gs://", "gcs://") and "retry_limit_seconds=" not in query:
+        # without credentials, Google Cloud Storage retries the token request for minutes:
+        # bound it, so a wrong setup fails in seconds (a URI may set its own limit)
+        location += ("&" if query else "?") + f"retry_limit_seconds={GCS_RETRY_LIMIT_S:g}"
     try:
         return pafs.FileSystem.from_uri(location)
     except pa.ArrowInvalid as exc:
@@ -161,7 +168,8 @@ def _errors(action: str, location: Location) -> Iterator[None]:
         raise FileNotFoundError(errno.ENOENT, f"cannot {action}, no such file", shown) from exc
     except OSError as exc:  # keep IsADirectoryError, PermissionError, ...; pyarrow's as OSError
         cls = type(exc) if type(exc).__module__ == "builtins" else OSError
-        raise cls(f"cannot {action} {shown!r}: {exc}") from exc
+        detail = str(exc) if len(str(exc)) <= DETAIL_MAX else str(exc)[:DETAIL_MAX] + "..."
+        raise cls(f"cannot {action} {shown!r}: {detail}") from exc
 
 
 def _info(location: Location) -> pafs.FileInfo:

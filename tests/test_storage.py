@@ -238,3 +238,14 @@ def test_parent_of_paths_and_uris(tmp_path):
     assert storage.parent(tmp_path / "a" / "b") == str(tmp_path / "a")
     assert storage.parent("s3://bucket/x/y/") == "s3://bucket/x"
     assert storage.parent("s3://bucket/x/y?region=eu") == "s3://bucket/x?region=eu"
+
+
+@pytest.mark.timeout(120)
+def test_gcs_without_credentials_fails_in_seconds_not_minutes():
+    """gs:// without credentials used to retry the token request for minutes (a sweep hung
+    over 90 s and ignored Ctrl-C); its retries are bounded, so the first call fails with an
+    OSError naming the location (the sweep turns it into one error line)."""
+    with pytest.raises(OSError, match="gs://lt-ray-no-such-bucket/x"):
+        storage.is_file("gs://lt-ray-no-such-bucket/x/study.json")
+    fs, _ = storage.filesystem("gs://b/x?retry_limit_seconds=2")  # a URI's own limit is kept
+    assert type(fs).__name__ == "GcsFileSystem"
