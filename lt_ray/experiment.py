@@ -190,19 +190,19 @@ def build_artifact(root: str, stage: Resolved, *, data_root: str | None = None,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def ensure_stages(run_: Resolved, root: str | None, *, data_root: str | None,
+def ensure_stages(resolved: Resolved, root: str | None, *, data_root: str | None,
                   data: LTData | None, build: bool) -> str:
-    """The artifact root, with the stage-1 run of ``run_`` (and its own stages) in it; a stage
+    """The artifact root, with the stage-1 run of ``resolved`` (and its own stages) in it; a stage
     read from a checkpoint needs nothing. With ``build=False`` (a Ray trial: the driver built
     them) a missing artifact is an error."""
     root = artifacts.resolve_root(root)
-    stage = run_.stage
+    stage = resolved.stage
     if stage is None or stage.checkpoint is not None:
         return root
     if not build:
         artifacts.require(root, stage)
         return root
-    same_data = data is not None and data_key(stage.config.data) == data_key(run_.config.data)
+    same_data = data is not None and data_key(stage.config.data) == data_key(resolved.config.data)
     build_artifact(root, stage, data_root=data_root, data=data if same_data else None)
     return root
 

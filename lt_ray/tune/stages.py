@@ -49,8 +49,13 @@ def stage_levels(spec: SweepSpec) -> list[list[Resolved]]:
     """The distinct stage-1 runs the study's trials need as artifacts, innermost stages first
     (a stage may have a stage of its own: an ensemble on a GML run on a CE run); a stage read
     from ``pretrained.checkpoint`` is no artifact."""
+    return levels_of(staged_configs(spec))
+
+
+def levels_of(staged: list[Resolved]) -> list[list[Resolved]]:
+    """The distinct artifact stages of the resolved cell configs ``staged``, innermost first."""
     levels: list[dict[str, Resolved]] = []
-    for resolved in staged_configs(spec):
+    for resolved in staged:
         chain = [s for s in resolved.chain() if s.checkpoint is None]
         for depth, stage in enumerate(reversed(chain)):
             while len(levels) <= depth:
@@ -69,8 +74,8 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
 
     from lt_ray.tune.trainable import prepare_base, prepare_stage  # imports Ray and torch
 
-    levels = stage_levels(spec)
-    staged = staged_configs(spec)
+    staged = staged_configs(spec)  # each cell resolved once
+    levels = levels_of(staged)
     if not staged:
         return 0
     artifacts.check_writable(root)
