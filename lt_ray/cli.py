@@ -10,6 +10,7 @@ import functools
 import gc
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,24 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         sys.exit(USER_ERROR)
 
     return wrapper
+
+
+def same_command(ctx: click.Context, flag: str) -> str:
+    """The command line of ``ctx`` as the user gave it (options left at their defaults left
+    out), with ``flag`` added: what to run to go on."""
+    words = ["lt-ray", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
+        elif value is None or value is False or value == () or value == param.default:
+            continue
+        elif isinstance(param, click.Option) and param.is_flag:
+            words.append(param.opts[0])
+        else:
+            for item in value if isinstance(value, tuple) else (value,):
+                words += [param.opts[0], str(item)]
+    return shlex.join(words if flag in words else [*words, flag])
 
 
 class EchoHandler(logging.Handler):
@@ -374,6 +393,7 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
 
     from lt_ray.config import parse_override
     from lt_ray.storage import check_location
+    from lt_ray.tune.interrupt import SweepInterrupted
     from lt_ray.tune.parse import check_study_name, load_spec
     from lt_ray.tune.study import describe_plan, run_sweep
 
@@ -392,9 +412,16 @@ def sweep(space: str, storage: str, name: str | None, num_samples: int | None,
     if dry_run:
         click.echo(describe_plan(spec, storage, changes))
         return
-    run_sweep(spec, storage=storage, address=address, resume=resume,
-              dashboard=not no_dashboard, optuna_storage=optuna_storage, data_root=data_root,
-              smoke=smoke, verbose=verbose, echo=click.echo)
+    try:
+        run_sweep(spec, storage=storage, address=address, resume=resume,
+                  dashboard=not no_dashboard, optuna_storage=optuna_storage,
+                  data_root=data_root, smoke=smoke, verbose=verbose, echo=click.echo)
+    except SweepInterrupted as stop:
+        done = ("before its trials started" if stop.total is None else
+                f"with {stop.finished} of {stop.total} trials ended (exported)")
+        click.echo(f"interrupted by {stop.signal_name} {done}; resume with: "
+                   f"{same_command(click.get_current_context(), '--resume')}", err=True)
+        sys.exit(stop.exit_code)
 
 
 @main.command("export")

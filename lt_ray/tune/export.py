@@ -68,8 +68,10 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
         repeat_of = raw.pop(REPEAT_KEY, None)
         searched = {k: v for k, v in raw.items() if not k.startswith("_")}
         config = resolve_trial(study["base"], cell, searched).config
+        trial_id = Path(result.path).name  # the trial's folder is named by its id
         metrics = dict(result.metrics or {})
-        trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+        if metrics.get("trial_id", trial_id) != trial_id:
+            metrics = {}  # an interrupted trial's actor last ran another trial (reuse_actors)
         status = trial_status(result, statuses.get(trial_id))
         named = output_metric_columns(metrics)
         final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *named, *HISTORY_KEYS)}
@@ -180,7 +182,9 @@ def summarize(spec_metrics: tuple[str, ...], modes: tuple[str, ...],
         rows = [r for r in rows if r.repeat_of is None]
         done = [r for r in rows if r.status in ("completed", "early_stopped")]
         failed = sum(r.status == "failed" for r in rows)
-        head = f"[{cell or 'study'}] {len(rows)} trials, {failed} failed"
+        stopped = sum(r.status == "interrupted" for r in rows)
+        head = (f"[{cell or 'study'}] {len(rows)} trials, {failed} failed"
+                + (f", {stopped} interrupted" if stopped else ""))
         lines.append(head)
         for metric, mode in zip(spec_metrics, modes, strict=True):
             scored = [r for r in done if r.status == "completed"

@@ -19,6 +19,7 @@ from lt_ray.resolution import Resolved
 from lt_ray.tune.spec import SweepSpec
 
 log = logging.getLogger(__name__)
+CANCEL_WAIT_S = 30.0  # how long an interrupted sweep waits for its cancelled builds to clean up
 
 
 def artifacts_root(study_storage: str) -> str:
@@ -115,12 +116,18 @@ def _wait(tasks: list[Any], what: str, heartbeat_s: float = 60.0) -> list[Any]:
 
     started = time.monotonic()
     pending = list(tasks)
-    while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=heartbeat_s)
-        if pending:
-            log.info("%s: %d of %d done after %.0f min (progress per task: the Ray "
-                     "dashboard's Jobs page, task logs)", what, len(tasks) - len(pending),
-                     len(tasks), (time.monotonic() - started) / 60)
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=heartbeat_s)
+            if pending:
+                log.info("%s: %d of %d done after %.0f min (progress per task: the Ray "
+                         "dashboard's Jobs page, task logs)", what, len(tasks) - len(pending),
+                         len(tasks), (time.monotonic() - started) / 60)
+    except KeyboardInterrupt:  # SweepInterrupted too: the builds stop and remove their folders
+        for task in pending:
+            ray.cancel(task)  # a KeyboardInterrupt inside the task: its `finally` runs
+        ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        raise
     try:
         return ray.get(tasks)
     except ray.exceptions.RayTaskError as exc:

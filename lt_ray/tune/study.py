@@ -18,6 +18,7 @@ import yaml
 
 from lt_ray.data import build_dataset, resolve_root
 from lt_ray.results.provenance import collect_provenance
+from lt_ray.tune.interrupt import StopSignals, SweepInterrupted
 from lt_ray.tune.ray_runtime import (
     check_resources,
     dashboard_access,
@@ -80,9 +81,24 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None, resume: boo
               echo: Callable[[str], Any] = print) -> None:
     """Check study folder and data, start/join Ray, check resources, fit, export, summarize;
     ``echo`` prints the lines meant for the user. A smoke run asks for no GPU where the
-    cluster has none (it checks the YAML, not speed)."""
+    cluster has none (it checks the YAML, not speed). SIGINT or SIGTERM stops it (the Tuner's
+    state saved, the finished trials exported) with :class:`SweepInterrupted`."""
+    with StopSignals() as stop:
+        try:
+            _run(spec, stop, storage=storage, address=address, resume=resume,
+                 dashboard=dashboard, optuna_storage=optuna_storage, data_root=data_root,
+                 smoke=smoke, verbose=verbose, echo=echo)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, SweepInterrupted) or stop.received is None:
+                raise
+            raise SweepInterrupted(stop.received) from None  # Ray re-raised it as a plain one
+
+
+def _run(spec: SweepSpec, stop: StopSignals, *, storage: str, address: str | None,
+         resume: bool, dashboard: bool, optuna_storage: str | None, data_root: str | None,
+         smoke: bool, verbose: bool, echo: Callable[[str], Any]) -> None:
     from lt_ray.tune.console import StudyConsole, quiet_ray  # Ray: not for a dry run
-    from lt_ray.tune.export import export, summarize
+    from lt_ray.tune.export import export, export_study_dir, summarize
     from lt_ray.tune.tuner import fit_study, total_trials
 
     spec = with_absolute_data_root(spec)
@@ -94,6 +110,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None, resume: boo
     quiet_ray(verbose)
     url = start_ray(address, dashboard=dashboard, verbose=verbose)
     try:
+        stop.install()  # ray.init set its own SIGTERM handler
         if smoke and spec.gpu and not has_gpus():
             echo("smoke: this Ray has no GPU, the 2 trials run on the CPU")
             spec = replace(spec, gpu=0.0)
@@ -111,13 +128,20 @@ def run_sweep(spec: SweepSpec, *, storage: str, address: str | None, resume: boo
         built = prepare_stages(spec, artifacts, root)
         if built:
             echo(f"built {built} stage artifact(s) in {artifacts}")
-        console = StudyConsole(total_trials(spec), {c.index: c.label for c in spec.cells()
-                                                    if c.values}, spec.metrics[0], spec.modes[0])
-        results = fit_study(spec, study_dir, resume=resume, data_root=root,
-                            optuna_storage=optuna_storage, artifacts=artifacts,
-                            console=console, verbose=verbose)
-        paths, records = export(study_dir, results)
+        total = total_trials(spec)
+        console = StudyConsole(total, {c.index: c.label for c in spec.cells() if c.values},
+                               spec.metrics[0], spec.modes[0])
+        with stop.tune_running():
+            results = fit_study(spec, study_dir, resume=resume, data_root=root,
+                                optuna_storage=optuna_storage, artifacts=artifacts,
+                                console=console, verbose=verbose)
+        with stop.deferred():  # after an interrupt, from the state Tune saved (see export)
+            paths, records = (export(study_dir, results) if stop.received is None
+                              else export_study_dir(study_dir))
     finally:
         stop_ray()
     echo(summarize(spec.metrics, spec.modes, records))
     echo(f"{len(records)} trials -> " + ", ".join(str(p) for p in paths.values()))
+    if stop.received is not None:
+        ended = sum(r.status != "interrupted" for r in records)
+        raise SweepInterrupted(stop.received, finished=ended, total=total)

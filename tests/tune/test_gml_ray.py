@@ -4,6 +4,11 @@ metrics in Parquet."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +18,7 @@ from click.testing import CliRunner
 
 from conftest import TINY
 from lt_ray.cli import main
+from procutil import kill_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -64,3 +70,32 @@ def test_gml_study_builds_its_base_once_and_reports_every_output(tmp_path):
     out = run_study(tmp_path, "gml_b")
     assert "stage artifact" not in out
     assert len([p for p in (tmp_path / "res" / "artifacts").iterdir() if p.is_dir()]) == 1
+
+
+def test_sigterm_during_a_stage_build_cancels_it_and_leaves_no_build_folder(tmp_path):
+    """SIGTERM while the driver waits for a stage build: the build task is cancelled (its
+    working folder removed), Ray stopped, one line saying how to resume, exit 143."""
+    raw = gml_study("gml_stop")
+    raw["base"]["pretrained"]["train"]["epochs"] = 2000  # builds for minutes unless stopped
+    path = tmp_path / "gml_stop.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    storage = tmp_path / "res"
+    env = {**os.environ, "LT_RAY_TEMP_DIR": f"/tmp/ltr{os.getpid()}"}
+    proc = subprocess.Popen([sys.executable, "-m", "lt_ray.cli", "sweep", str(path), "--storage",
+                             str(storage), "--no-dashboard"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not list((storage / "artifacts").glob(".building-*/*")):  # training has begun
+            assert time.time() < deadline and proc.poll() is None, "no build started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_session(proc.pid)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted by SIGTERM before its trials started; resume with: lt-ray sweep {path} "
+        f"--storage {storage} --no-dashboard --resume")
+    assert list((storage / "artifacts").iterdir()) == []
+    assert not (storage / "gml_stop" / "tune").exists()
