@@ -281,7 +281,10 @@ def fit(
         record["epoch_time_s"] = time.perf_counter() - epoch_start
         history.append(record)
         ckpt = save(epoch + 1) if last or (epoch + 1) % train.checkpoint_every == 0 else None
-        log.info(_epoch_line(record, epochs))
+        done = epoch + 1 - start_epoch
+        eta_s = (time.perf_counter() - start_time) / done * (epochs - epoch - 1)
+        log.info(_epoch_line(record, epochs, eta_s),
+                 extra={"epoch_record": record, "evaluated": evaluated})
         if report is not None and evaluated:
             report(record, ckpt, last_per_class)
 
@@ -311,12 +314,23 @@ def _diverged(epoch: int, step: int, cfg: ExperimentConfig) -> None:
     )
 
 
-def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+def _epoch_line(record: dict[str, Any], epochs: int, eta_s: float) -> str:
+    """One epoch as a log line: epoch, lr, loss, the val/test figures when evaluated, speed and
+    the time left at the run's mean epoch time so far."""
     parts = [f"epoch {record['epoch']}/{epochs}", f"lr {record['learning_rate']:.4g}",
              f"loss {record['train_loss']:.4f}", f"train_acc {record['train_acc']:.3f}"]
     for key in ("val_acc", "val_hm", "val_lr", "test_acc"):
         if key in record and not math.isnan(record[key]):
             parts.append(f"{key} {record[key]:.3f}")
     parts.append(f"{record['train_images_per_s']:.0f} img/s")
+    parts.append(f"eta {_duration(eta_s)}")
     return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``2 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 

@@ -73,6 +73,7 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
     artifacts were built."""
     import ray
 
+    from lt_ray.tune.build_progress import BuildProgress  # imports Ray
     from lt_ray.tune.trainable import prepare_base, prepare_stage  # imports Ray and torch
 
     staged = staged_configs(spec)  # each cell resolved once
@@ -82,20 +83,21 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
     artifacts.check_writable(root)
     artifacts.sweep_stale_builds(root)  # what interrupted builds of earlier studies left
     built = 0
+    progress = BuildProgress.remote()  # type: ignore[attr-defined]
     for level in levels:
         todo = [s for s in level if artifacts.find(root, s) is None]
         tasks = [
             ray.remote(prepare_stage).options(
                 num_cpus=spec.cpu, num_gpus=spec.gpu, max_retries=spec.max_failures,
                 name=f"artifact {s.hash} ({s.config.method.name})",
-            ).remote(s.config.to_dict(), root, data_root, spec.gpu)
+            ).remote(s.config.to_dict(), root, data_root, spec.gpu, progress)
             for s in todo
         ]
         if todo:
             log.info("building %d stage artifact(s): %s", len(todo), ", ".join(
                 f"{s.hash} ({s.config.method.name}, {s.config.train.epochs} epochs)"
                 for s in todo))
-        for stage, folder in zip(todo, _wait(tasks, "stage artifact"), strict=True):
+        for stage, folder in zip(todo, _wait(tasks, "stage artifact", progress), strict=True):
             log.info("artifact %s (%s) -> %s", stage.hash, stage.config.method.name, folder)
         built += len(todo)
     one_per_base = {(r.stage.hash, r.stage.checkpoint): r for r in staged
@@ -108,21 +110,29 @@ def prepare_stages(spec: SweepSpec, root: str, data_root: str | None) -> int:
     return built
 
 
-def _wait(tasks: list[Any], what: str, heartbeat_s: float = 60.0) -> list[Any]:
-    """``ray.get`` with a line every ``heartbeat_s`` while builds run (a 200-epoch base is
-    silent for hours otherwise), and a build error as one user error (the failing stage
-    named)."""
+def _wait(tasks: list[Any], what: str, progress: Any = None, poll_s: float = 2.0,
+          heartbeat_s: float = 60.0) -> list[Any]:
+    """``ray.get`` that prints the builds' epoch lines from ``progress`` as they come, a count
+    of the finished tasks when ``heartbeat_s`` passed without a line, and a build error as one
+    user error (the failing stage named)."""
     import ray
 
-    started = time.monotonic()
+    started = last_line = time.monotonic()
     pending = list(tasks)
     try:
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=heartbeat_s)
-            if pending:
-                log.info("%s: %d of %d done after %.0f min (progress per task: the Ray "
-                         "dashboard's Jobs page, task logs)", what, len(tasks) - len(pending),
-                         len(tasks), (time.monotonic() - started) / 60)
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+            lines = ray.get(progress.take.remote()) if progress is not None else []
+            for line in lines:
+                log.info(line)
+            now = time.monotonic()
+            if lines:
+                last_line = now
+            elif pending and now - last_line >= heartbeat_s:
+                last_line = now
+                log.info("%s: %d of %d done after %.0f min (each build's epochs: its task log "
+                         "in the Ray dashboard)", what, len(tasks) - len(pending), len(tasks),
+                         (now - started) / 60)
     except KeyboardInterrupt:  # SweepInterrupted too: the builds stop and remove their folders
         for task in pending:
             ray.cancel(task)  # a KeyboardInterrupt inside the task: its `finally` runs

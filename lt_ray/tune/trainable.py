@@ -20,6 +20,7 @@ FAIL and ``trials.parquet`` as ``failed`` with the message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -44,6 +45,7 @@ from lt_ray.experiment import (
     write_result,
 )
 from lt_ray.resolution import resolve
+from lt_ray.tune.build_progress import build_lines
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY
 from lt_ray.tune.trial_config import trial_config
 
@@ -180,11 +182,16 @@ def _report(metrics: dict[str, Any], checkpoint: Any) -> None:
 
 
 def prepare_stage(stage: dict[str, Any], root: str, data_root: str | None,
-                  gpus: float) -> str:
-    """A Ray task of the driver: build one stage-1 artifact (skipped when it exists)."""
+                  gpus: float, progress: Any = None) -> str:
+    """A Ray task of the driver: build one stage-1 artifact (skipped when it exists); its epoch
+    lines go to the task's log and to the driver's ``progress`` actor."""
     cfg = ExperimentConfig.from_dict(stage)
     cfg = cfg.replace({"train.device": trial_device(cfg.train.device, gpus)})  # not hashed
-    return build_artifact(root, resolve(cfg), data=load_trial_data(cfg, data_root))
+    resolved = resolve(cfg)
+    lines = (build_lines(f"artifact {resolved.hash} ({cfg.method.name})", progress)
+             if progress is not None else contextlib.nullcontext())
+    with lines:
+        return build_artifact(root, resolved, data=load_trial_data(cfg, data_root))
 
 
 def prepare_base(raw: dict[str, Any], root: str, data_root: str | None, gpus: float) -> str:

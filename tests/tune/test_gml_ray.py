@@ -51,6 +51,12 @@ def test_gml_study_builds_its_base_once_and_reports_every_output(tmp_path):
     artifacts = [p for p in (tmp_path / "res" / "artifacts").iterdir() if p.is_dir()]
     assert len(artifacts) == 1 and (artifacts[0] / "artifact.json").is_file()
     assert list(artifacts[0].glob("features-*.pt"))  # the feature cache, beside its base
+    # the build's epochs reached the driver's console while it ran, evaluated ones with val
+    lines = [line for line in out.splitlines() if line.startswith(f"artifact {artifacts[0].name}")]
+    assert [line.split(" | ")[0] for line in lines[:2]] == [
+        f"artifact {artifacts[0].name} (ce): epoch 1/2", f"artifact {artifacts[0].name} (ce): "
+        "epoch 2/2"], out
+    assert all(" | val_hm " in line and " | eta " in line for line in lines[:2])
     trials = pd.read_parquet(tmp_path / "res" / "gml_a" / "trials.parquet")
     assert len(trials) == 4 and set(trials.status) == {"completed"}
     for output in ("old", "new", "ens"):
