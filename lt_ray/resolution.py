@@ -40,7 +40,7 @@ from lt_ray.config import (
 from lt_ray.data import SAMPLERS, expected_class_counts
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LOSSES, build_loss, loss_traits, resolve_loss_args
-from lt_ray.methods import METHODS, MethodSpec
+from lt_ray.methods import BASE_FAMILY, METHODS, MethodSpec, Row
 from lt_ray.models import HEADS, MODELS
 from lt_ray.registry import Registry
 from lt_ray.rules import RULES, build_rule, resolve_rule_args, rule_uses_class_weights
@@ -99,6 +99,20 @@ class Resolved:
     def primary_output(self) -> str | None:
         hook = self.spec.primary_output
         return None if hook is None else hook(self.args)
+
+    def rows(self) -> dict[str, Row]:
+        """How a comparison table names each output of this run (key ``""`` for a method with
+        one): the method's title, or an output's row template over its stage's row."""
+        own = Row(self.spec.title_for(self.config, self.args), self.spec.family)
+        if not self.spec.outputs:
+            return {"": own}
+        base = own
+        if self.stage is not None:
+            below = self.stage.rows()
+            base = below.get(self.stage.primary_output() or "", next(iter(below.values())))
+        return {o.name: Row(o.row.format(base=base.name, method=own.name) if o.row else own.name,
+                            base.family if o.family == BASE_FAMILY else o.family or own.family)
+                for o in self.spec.outputs}
 
 
 def recipe_defaults(method: str) -> dict[str, Any]:

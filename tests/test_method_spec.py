@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from lt_ray.methods import METHODS, MethodSpec, Output, Recipe, Stage, outputs_declaration
+from lt_ray.config import ExperimentConfig
+from lt_ray.methods import (
+    FAMILIES,
+    METHODS,
+    MethodSpec,
+    Output,
+    Recipe,
+    Stage,
+    outputs_declaration,
+)
 from lt_ray.methods.standard import build_standard
+from lt_ray.resolution import resolve
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "lt_ray" / "analysis"
 
@@ -51,7 +61,8 @@ def test_outputs_declaration_is_what_a_study_stores():
     assert list(declared) == ["gml", "ride_ea"]  # single-output methods declare nothing
     assert [o["name"] for o in declared["gml"]] == ["old", "new", "ens"]
     assert declared["ride_ea"][0] == {"name": "routed", "label": "routed experts",
-                                      "meaning": declared["ride_ea"][0]["meaning"]}
+                                      "meaning": declared["ride_ea"][0]["meaning"],
+                                      "row": "{base} + {method}", "family": "base"}
     assert all(o["meaning"] for outputs in declared.values() for o in outputs)
 
 
@@ -74,3 +85,34 @@ def test_a_stage_check_and_hint_belong_to_the_stage():
     assert isinstance(mislas.stage, Stage) and mislas.stage.hint == "mislas_stage1"
     assert METHODS.get("gml").stage.shares_backbone
     assert not METHODS.get("ride_ea").stage.shares_backbone
+
+
+def _rows(raw: dict) -> dict[str, tuple[str, str]]:
+    cfg = ExperimentConfig.from_dict({"data": {"dataset": "synthetic"}, **raw})
+    return {k: (r.name, r.family) for k, r in resolve(cfg).rows().items()}
+
+
+def test_rows_name_methods_as_a_reader_does_and_group_them():
+    simple, earlier, plug_in = FAMILIES
+    assert _rows({"method": {"name": "bsce"}}) == {"": ("BSCE", simple)}
+    assert _rows({"method": {"name": "ride", "args": {"num_experts": 4}}}) == {
+        "": ("RIDE (4 experts)", earlier)}
+    assert _rows({"method": {"name": "gml"}, "pretrained": {"method": {"name": "ldam_drw"}}}) == {
+        "old": ("LDAM-DRW", earlier), "new": ("LDAM-DRW + GML", plug_in),
+        "ens": ("LDAM-DRW + GML (ensemble)", plug_in)}
+    crt = _rows({"method": {"name": "gml", "loss": "bsce"},
+                 "pretrained": {"method": {"name": "ce"}}})
+    assert crt["old"] == ("CE", simple) and crt["new"] == ("CE + BSCE re-train", plug_in)
+    assert _rows({"method": {"name": "gml"}, "pretrained": {"method": {"name": "mislas"}}})[
+        "new"] == ("MiSLAS + GML", plug_in)  # the stage's stage (mixup stage 1) is not named
+    assert _rows({"method": {"name": "ride_ea"}}) == {
+        "routed": ("RIDE (3 experts) + router", earlier), "all": ("RIDE (3 experts)", earlier)}
+
+
+def test_every_method_has_a_title_and_a_known_family():
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        assert spec.family in FAMILIES
+        assert callable(spec.title) or spec.title and spec.title != name, name
+    with pytest.raises(ValueError, match="family"):
+        MethodSpec(name="x", build=lambda *a: None, doc="", family="other")

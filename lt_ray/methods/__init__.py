@@ -2,8 +2,18 @@
 
 from lt_ray.methods import gml, mislas, paco, ride, standard  # noqa: F401  (registration)
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import METHODS, MethodSpec, Output, Recipe, Stage, outputs_declaration
+from lt_ray.methods.spec import (
+    BASE_FAMILY,
+    FAMILIES,
+    METHODS,
+    MethodSpec,
+    Output,
+    Recipe,
+    Row,
+    Stage,
+    outputs_declaration,
+)
 from lt_ray.methods.standard import StandardMethod
 
-__all__ = ["METHODS", "Method", "MethodSpec", "Output", "Recipe", "Stage", "StandardMethod",
-           "StepOutput", "outputs_declaration"]
+__all__ = ["BASE_FAMILY", "FAMILIES", "METHODS", "Method", "MethodSpec", "Output", "Recipe",
+           "Row", "Stage", "StandardMethod", "StepOutput", "outputs_declaration"]

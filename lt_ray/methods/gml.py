@@ -40,7 +40,16 @@ from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import MethodSpec, Output, Recipe, Stage, register
+from lt_ray.methods.spec import (
+    BASE_FAMILY,
+    FAMILIES,
+    METHODS,
+    MethodSpec,
+    Output,
+    Recipe,
+    Stage,
+    register,
+)
 from lt_ray.models.heads import reset_classifiers
 
 FREEZE = ("features", "all")
@@ -179,16 +188,30 @@ def build_gml(cfg: ExperimentConfig, ctx: LTContext, args: GMLArgs,
     return GMLMethod(ctx, base, old, new, loss, args, ctx.features)
 
 
+def gml_title(cfg: ExperimentConfig, args: GMLArgs) -> str:
+    """"GML" for the geometric-mean loss, else a cRT-style "BSCE re-train" (the re-training
+    loss as its method is titled)."""
+    loss = cfg.method.loss
+    if loss == "gml":
+        return "GML"
+    title = METHODS.get(loss).title if loss in METHODS else ""
+    return f"{title if isinstance(title, str) and title else loss.upper()} re-train"
+
+
 register(MethodSpec(
     name="gml", build=build_gml, args=GMLArgs, recipe=Recipe(loss="gml"),
     doc=build_gml.__doc__.splitlines()[0],
     stage=Stage(hint="ce", shares_backbone=True),
-    outputs=(Output(name="old", label="old head", meaning="the base model's head"),
-             Output(name="new", label="new head", meaning="the re-trained head"),
+    outputs=(Output(name="old", label="old head", meaning="the base model's head",
+                    row="{base}", family=BASE_FAMILY),
+             Output(name="new", label="new head", meaning="the re-trained head",
+                    row="{base} + {method}"),
              Output(name="ens", label="ensemble",
                     meaning="their ensemble (t1 for the new head, t2 for the old); the plain "
                             "metrics and the selection use `new`, or `ens` when "
-                            "`method.args.ensemble` is set")),
+                            "`method.args.ensemble` is set",
+                    row="{base} + {method} (ensemble)")),
+    title=gml_title, family=FAMILIES[2],
     primary_output=lambda args: "new" if args.ensemble == "none" else "ens",
     prepare=lambda args: args.cache_features,
     defaults={

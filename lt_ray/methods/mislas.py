@@ -46,7 +46,7 @@ from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import METHODS, MethodSpec, Recipe, Stage, register
+from lt_ray.methods.spec import FAMILIES, METHODS, MethodSpec, Recipe, Stage, register
 from lt_ray.methods.stages import base_checker
 from lt_ray.methods.standard import StandardMethod, register_recipe
 from lt_ray.models import CalibratedHead
@@ -183,14 +183,15 @@ def build_mislas(cfg: ExperimentConfig, ctx: LTContext, args: MiSLASArgs,
 
 
 register_recipe(
-    "mislas_stage1", loss="ce",
+    "mislas_stage1", loss="ce", title="MiSLAS stage 1 (mixup)", family=FAMILIES[1],
     doc="MiSLAS stage 1: CE with mixup (alpha 1) on every batch; lr x0.1 / x0.01 at 80/90 %.",
     defaults={"method": {"mixup_alpha": 1.0},
               "optim": {"weight_decay": 5e-4, "decay": [0.1, 0.01]}},
 )
 register(MethodSpec(
     name="mislas", build=build_mislas, args=MiSLASArgs, recipe=Recipe(loss="las"),
-    doc=build_mislas.__doc__.splitlines()[0], resolve=resolve_mislas,
+    doc=build_mislas.__doc__.splitlines()[0], resolve=resolve_mislas, title="MiSLAS",
+    family=FAMILIES[1],
     stage=Stage(hint="mislas_stage1", check=base_checker(
         _single_linear, "a single ResNet with a linear classifier (mislas_stage1, ce, bsce, ...)")),
     defaults={

@@ -29,7 +29,7 @@ from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses.paco import PaCoLoss
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import MethodSpec, register
+from lt_ray.methods.spec import FAMILIES, MethodSpec, register
 from lt_ray.models import CalibratedHead
 from lt_ray.models.paco import PaCoNet
 
@@ -120,6 +120,7 @@ def build_paco(cfg: ExperimentConfig, ctx: LTContext, args: PaCoArgs,
 
 register(MethodSpec(
     name="paco", build=build_paco, args=PaCoArgs, doc=build_paco.__doc__.splitlines()[0],
+    title="PaCo", family=FAMILIES[1],
     validate=check_paco,
     defaults={
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",

@@ -34,7 +34,7 @@ from lt_ray.data import Batch
 from lt_ray.errors import ConfigError
 from lt_ray.losses.ride import RIDELoss, distill_kl, router_loss, router_targets, switch_epoch
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import MethodSpec, Output, Stage, register
+from lt_ray.methods.spec import BASE_FAMILY, FAMILIES, MethodSpec, Output, Stage, register
 from lt_ray.methods.stages import base_checker
 from lt_ray.models.ride import DEPTHS, ExpertRouter, RideResNet, route
 
@@ -257,11 +257,14 @@ RIDE_OPTIM: dict[str, Any] = {
 RIDE_TRAIN = {"epochs": 200, "batch_size": 128}
 register(MethodSpec(
     name="ride", build=build_ride, args=RIDEArgs, doc=build_ride.__doc__.splitlines()[0],
+    title=lambda cfg, args: f"RIDE ({args.num_experts} experts)", family=FAMILIES[1],
     phase_end=ride_switch, defaults={"optim": RIDE_OPTIM, "train": RIDE_TRAIN},
 ))
 register(MethodSpec(
     name="ride_distill", build=build_ride_distill, args=RIDEDistillArgs,
     doc=build_ride_distill.__doc__.splitlines()[0], phase_end=ride_switch,
+    title=lambda cfg, args: f"RIDE ({args.num_experts} experts, distilled)",
+    family=FAMILIES[1],
     stage=Stage(hint="ride", check=base_checker(_is_ride, "a RIDE teacher (ride or ride_distill)")),
     defaults={"optim": {**RIDE_OPTIM, "warmup_epochs": 20}, "train": RIDE_TRAIN,
               "pretrained": {"method": {"name": "ride", "args": {"num_experts": 6}}}},
@@ -274,8 +277,10 @@ register(MethodSpec(
         "a RIDE model with 2 or more experts (ride or ride_distill)")),
     outputs=(Output(name="routed", label="routed experts",
                     meaning="the mean of the experts each image's router called (what the plain "
-                            "metrics report)"),
-             Output(name="all", label="all experts", meaning="every expert")),
+                            "metrics report)", row="{base} + {method}", family=BASE_FAMILY),
+             Output(name="all", label="all experts", meaning="every expert", row="{base}",
+                    family=BASE_FAMILY)),
+    title="router", family=FAMILIES[1],
     primary_output=lambda args: "routed",
     defaults={
         "optim": {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,

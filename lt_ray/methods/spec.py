@@ -36,13 +36,33 @@ class Recipe:
     head: str = "linear"
 
 
+#: The groups of a comparison table's rows, in table order (``MethodSpec.family``).
+FAMILIES: tuple[str, ...] = ("simple methods", "earlier improvements", "GML plug-in")
+BASE_FAMILY = "base"  # Output.family: the row belongs where its stage's row does
+
+
 @dataclass(frozen=True, kw_only=True)
 class Output:
-    """One named output of a method's ``predict`` and what it means to a reader."""
+    """One named output of a method's ``predict`` and what it means to a reader.
+
+    ``row`` is how a comparison table names it: a template over ``{base}`` (the row name of the
+    stage's reported output) and ``{method}`` (this method's title); ``""`` = the title.
+    ``family`` is the table group of that row: one of :data:`FAMILIES`, :data:`BASE_FAMILY`,
+    or ``""`` for the method's own."""
 
     name: str
     label: str  # a short name for figure legends
     meaning: str
+    row: str = ""
+    family: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a comparison table as a reader names it, and its group (:data:`FAMILIES`)."""
+
+    name: str
+    family: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +100,9 @@ class MethodSpec:
             stage's pooled features of every split, computed once per distinct base and handed
             to ``build`` as ``ctx.features``.
         standard: a single network with one classifier head (:class:`StandardMethod`).
+        title: the method as a reader names it in a table ("LDAM-DRW"), or a function of the
+            resolved config and typed args ("RIDE (3 experts)"); "" = ``name``.
+        family: its group in a comparison table, one of :data:`FAMILIES`.
     """
 
     name: str
@@ -96,6 +119,8 @@ class MethodSpec:
     primary_output: Callable[[Any], str] | None = None
     prepare: Callable[[Any], bool] | None = None
     standard: bool = False
+    title: str | Callable[[ExperimentConfig, Any], str] = ""
+    family: str = FAMILIES[0]
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.args) or not isinstance(self.args, type):
@@ -113,6 +138,9 @@ class MethodSpec:
                 raise ValueError(f"method {self.name!r}: the recipe's loss/rule/head belong in "
                                  "recipe=, not in defaults")
         from_dict(ExperimentConfig, dict(self.defaults), "defaults")  # known keys and types
+        families = (*FAMILIES, BASE_FAMILY, "")
+        if self.family not in FAMILIES or any(o.family not in families for o in self.outputs):
+            raise ValueError(f"method {self.name!r}: a family is one of {list(FAMILIES)}")
 
     @property
     def own_loss(self) -> bool:
@@ -124,6 +152,12 @@ class MethodSpec:
 
     def output_meanings(self) -> dict[str, str]:
         return {o.name: o.meaning for o in self.outputs}
+
+    def title_for(self, cfg: ExperimentConfig, args: Any) -> str:
+        """The method's title for this resolved config and its typed args."""
+        if callable(self.title):
+            return self.title(cfg, args)
+        return self.title or self.name
 
 
 #: Every method by name; filled by the method modules on import (``lt_ray.methods``).

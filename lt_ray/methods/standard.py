@@ -12,7 +12,7 @@ from lt_ray.context import LTContext
 from lt_ray.data import Batch, mixup
 from lt_ray.losses import LTLoss, build_loss
 from lt_ray.methods.base import Method, StepOutput
-from lt_ray.methods.spec import MethodSpec, Recipe, register
+from lt_ray.methods.spec import FAMILIES, MethodSpec, Recipe, register
 from lt_ray.models import CalibratedHead, CifarResNet, build_model
 from lt_ray.rules import TrainRule, build_rule
 
@@ -94,31 +94,41 @@ def build_standard(cfg: ExperimentConfig, ctx: LTContext, args: Any,
 
 
 def register_recipe(name: str, *, loss: str, rule: str = "none", head: str = "linear", doc: str,
+                    title: str, family: str = FAMILIES[0],
                     defaults: dict[str, Any] | None = None) -> MethodSpec:
     """Register method ``name``: a StandardMethod with this loss, rule and head and these
-    further config ``defaults`` (YAML and --set override all of them)."""
+    further config ``defaults`` (YAML and --set override all of them), named ``title`` in the
+    ``family`` group of a comparison table."""
     return register(MethodSpec(name=name, build=build_standard, doc=doc,
                                recipe=Recipe(loss=loss, rule=rule, head=head),
-                               defaults=defaults or {}, standard=True))
+                               defaults=defaults or {}, standard=True, title=title,
+                               family=family))
 
 
-register_recipe("ce", loss="ce", doc="Cross-entropy, instance sampling (ERM baseline).")
-register_recipe("bsce", loss="bsce", doc="Balanced softmax CE (Ren et al. 2020): CE(z + log n, y).")
-register_recipe("focal", loss="focal", doc="Focal loss (Lin et al. 2017), gamma=1 as in LDAM-DRW.")
+register_recipe("ce", loss="ce", title="CE", doc="Cross-entropy, instance sampling (ERM baseline).")
+register_recipe("bsce", loss="bsce", title="BSCE",
+                doc="Balanced softmax CE (Ren et al. 2020): CE(z + log n, y).")
+register_recipe("focal", loss="focal", title="Focal",
+                doc="Focal loss (Lin et al. 2017), gamma=1 as in LDAM-DRW.")
 register_recipe(
     "ldam_drw",
     loss="ldam",
     rule="drw",
     head="normed",
+    title="LDAM-DRW",
+    family=FAMILIES[1],
     doc="LDAM margins on a cosine head + deferred re-weighting (Cao et al. 2019).",
 )
 register_recipe(
     "lade",
     loss="lade",
+    title="LADE",
+    family=FAMILIES[1],
     doc="LADE (Hong et al. 2021): PriorCE + alpha * ReMINE term, on the standard ResNet-32.",
 )
-register_recipe("feabal", loss="feabal", doc="Feature-balanced loss (FBL) with its curriculum.")
-register_recipe("reweight_ce", loss="ce", rule="reweight",
+register_recipe("feabal", loss="feabal", title="FBL", family=FAMILIES[1],
+                doc="Feature-balanced loss (FBL) with its curriculum.")
+register_recipe("reweight_ce", loss="ce", rule="reweight", title="CE + re-weighting",
                 doc="CE with effective-number weights.")
-register_recipe("resample_ce", loss="ce", rule="resample",
+register_recipe("resample_ce", loss="ce", rule="resample", title="CE + re-sampling",
                 doc="CE with effective-number resampling.")

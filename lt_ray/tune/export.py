@@ -23,6 +23,7 @@ from lt_ray.metrics import ALL_NAMES
 from lt_ray.results import TrialRecord, write_study
 from lt_ray.results.schema import PROVENANCE_COLUMNS, output_metric_columns
 from lt_ray.tune.search import CELL_KEY, FAILED_KEY, REPEAT_KEY, STOPPED_KEY
+from lt_ray.tune.spec import cell_label
 from lt_ray.tune.study_folder import TUNE_DIR, read_study_file
 from lt_ray.tune.trainable import train_trial
 from lt_ray.tune.trial_config import resolve_trial
@@ -31,10 +32,6 @@ HISTORY_KEYS = ("epoch", "learning_rate", "train_loss", "train_acc", "epoch_time
                 "train_images_per_s")
 LEGACY_FINAL_FILE = "final.json"  # what trials of lt-ray <= 0.1 (before issue 14) left
 TRIAL_KEYS = ("device", "gpu_name", "hostname")  # reported by the trial itself, not the driver
-
-
-def cell_label(values: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in values.items())
 
 
 def tune_statuses(results: Any) -> dict[str, str]:

@@ -81,7 +81,12 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.values.items()) or "all"
+        return cell_label(self.values) or "all"
+
+
+def cell_label(values: dict[str, Any]) -> str:
+    """A cell as trials.parquet's ``cell`` column names it: ``key=value,...`` ("" for none)."""
+    return ",".join(f"{k}={v}" for k, v in values.items())
 
 
 @dataclass(frozen=True)

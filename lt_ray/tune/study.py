@@ -30,6 +30,7 @@ from lt_ray.tune.spec import SweepSpec
 from lt_ray.tune.stages import artifacts_root, prepare_stages, stage_descriptions
 from lt_ray.tune.study_folder import (
     check_study_dir,
+    refresh_declarations,
     study_dir_for,
     with_absolute_data_root,
     write_study_file,
@@ -115,16 +116,18 @@ def _run(spec: SweepSpec, stop: StopSignals, *, storage: str, address: str | Non
             echo("smoke: this Ray has no GPU, the 2 trials run on the CPU")
             spec = replace(spec, gpu=0.0)
         slots = check_resources(spec)
-        if not resume:
+        artifacts = artifacts_root(storage)
+        if resume:
+            refresh_declarations(study_dir, spec, artifacts)
+        else:
             # provenance of the code submitted, collected once here: on every row, failed ones too
             write_study_file(study_dir, spec, collect_provenance({"cpu": spec.cpu,
-                                                                   "gpu": spec.gpu}))
+                                                                   "gpu": spec.gpu}), artifacts)
         if url:
             access = dashboard_access()
             echo(f"Ray dashboard: {url}" + (f"\n  ({access})" if access else ""))
         echo(f"study {spec.name}: {len(spec.cells())} cell(s) x {spec.num_samples} "
              f"trials, {slots} at once -> {study_dir}")
-        artifacts = artifacts_root(storage)
         built = prepare_stages(spec, artifacts, root)
         if built:
             echo(f"built {built} stage artifact(s) in {artifacts}")

@@ -5,6 +5,7 @@ the checks that a new study does not overwrite one and a resumed one is the very
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import Any
 
 from lt_ray import storage
 from lt_ray.errors import LTRayError
-from lt_ray.methods import outputs_declaration
+from lt_ray.methods import FAMILIES, Row, outputs_declaration
+from lt_ray.resolution import Resolved
 from lt_ray.results.schema import STUDY_FILE_VERSION
-from lt_ray.tune.spec import SweepSpec
+from lt_ray.tune.spec import SweepSpec, cell_label
 
 STUDY_FILE = "study.json"
 TUNE_DIR = "tune"  # the study's Tune experiment: <storage>/<study>/tune/
@@ -105,24 +107,63 @@ def check_study_dir(study_dir: str, spec: SweepSpec, *, resume: bool) -> None:
         raise LTRayError(f"--storage: {study_dir} is a file, not a folder")
 
 
-def write_study_file(study_dir: str, spec: SweepSpec, provenance: dict[str, Any]) -> None:
+def write_study_file(study_dir: str, spec: SweepSpec, provenance: dict[str, Any],
+                     artifacts: str) -> None:
     """Write ``study.json`` (a new study, once, before its trials): the study's definition,
-    the provenance of the code, and the named outputs its methods declare with their meaning
-    (what ``lt-ray analyze`` reads to order, label and explain them)."""
-    methods = {spec.cell_config(c).method.name for c in spec.cells()}
-    methods.update(v for p in spec.params if p.key == "method.name" for v in p.args[0])
+    the provenance of the code, and what its methods declare for a reader
+    (:func:`declarations`)."""
     storage.write_text(storage.join(study_dir, STUDY_FILE), json.dumps({
         "format_version": STUDY_FILE_VERSION,
         "name": spec.name,
         "description": spec.description,
-        "cells": [{"id": c.id, "index": c.index, "values": c.values} for c in spec.cells()],
         "metric": list(spec.metrics),
         "mode": list(spec.modes),
         "base": spec.base,
         "spec": study_fingerprint(spec),
         "provenance": provenance,
-        "outputs": outputs_declaration(methods),
+        **declarations(spec, artifacts),
     }, indent=1, default=str))
+
+
+def refresh_declarations(study_dir: str, spec: SweepSpec, artifacts: str) -> None:
+    """A resumed study's ``study.json`` with the declarations of the code that resumes it (a
+    study begun by an earlier lt-ray gains what it lacked); its definition and provenance are
+    kept."""
+    saved = read_study_file(study_dir)
+    saved.update(declarations(spec, artifacts))
+    storage.write_text(storage.join(study_dir, STUDY_FILE),
+                       json.dumps(saved, indent=1, default=str))
+
+
+def declarations(spec: SweepSpec, artifacts: str) -> dict[str, Any]:
+    """What ``lt-ray analyze`` reads of a study besides its Parquet: the named outputs of its
+    methods (order, label, meaning); per grid cell its values, its label, the comparison-table
+    row of each output (:meth:`~lt_ray.resolution.Resolved.rows`) and its stage artifacts for
+    the search seed and every repeat seed (whose histories are the bases' learning curves);
+    the order of the row groups and where the artifacts live."""
+    methods = {spec.cell_config(c).method.name for c in spec.cells()}
+    methods.update(v for p in spec.params if p.key == "method.name" for v in p.args[0])
+    cells = []
+    for cell in spec.cells():
+        resolved = spec.resolve_cell(cell)
+        seeds = dict.fromkeys([resolved.config.seed, *spec.repeat_seeds])
+        stages = [{"seed": seed, "hash": stage.hash, "method": stage.config.method.name,
+                   "title": _row_of(stage).name, "epochs": stage.config.train.epochs}
+                  for seed in seeds
+                  for stage in spec.resolve_cell(cell, {"seed": seed}).chain()
+                  if stage.checkpoint is None]
+        cells.append({"id": cell.id, "index": cell.index, "values": cell.values,
+                      "label": cell_label(cell.values),
+                      "rows": {o: dataclasses.asdict(r) for o, r in resolved.rows().items()},
+                      "stages": stages})
+    return {"cells": cells, "outputs": outputs_declaration(methods),
+            "families": list(FAMILIES), "artifacts": artifacts}
+
+
+def _row_of(resolved: Resolved) -> Row:
+    """The row of the output a run reports (its primary one)."""
+    rows = resolved.rows()
+    return rows.get(resolved.primary_output() or "", next(iter(rows.values())))
 
 
 def read_study_file(study_dir: str) -> dict[str, Any]:

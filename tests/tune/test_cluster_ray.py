@@ -63,7 +63,7 @@ def test_trial_on_a_killed_node_resumes_from_its_checkpoint_on_the_other_node(tm
                                                          "n_max": 400}}  # ~0.2 s an epoch
     spec = parse_spec(raw)
     study_dir = tmp_path / "lost"
-    write_study_file(str(study_dir), spec, {})
+    write_study_file(str(study_dir), spec, {}, str(tmp_path / "artifacts"))
     killed: dict[str, int] = {}
 
     def kill_the_raylet_of_the_trial() -> None:
