@@ -77,6 +77,8 @@ BUILDING_PREFIX = ".building-"
 HEARTBEAT = ".heartbeat"  # touched by a running build every HEARTBEAT_S seconds
 HEARTBEAT_S = 60.0
 STALE_BUILD_S = 10 * HEARTBEAT_S  # a build folder without a heartbeat this long is abandoned
+INTERRUPTED = ".interrupted"  # left by a build stopped on a signal: no process owns the folder
+RESUMABLE_S = 24 * 3600.0  # how long an abandoned build's checkpoint waits for its resume
 
 
 def working_dir(root: str, run: Resolved) -> Path:
@@ -116,25 +118,74 @@ def heartbeat(work: Path) -> Iterator[None]:
         beat.unlink(missing_ok=True)  # not published with the artifact
 
 
+def _idle_s(work: Path, now: float) -> float | None:
+    """Seconds since ``work``'s build last showed life (its heartbeat, else the folder);
+    infinite for a build stopped on a signal; None when the folder is gone."""
+    if (work / INTERRUPTED).exists():
+        return float("inf")
+    beat = work / HEARTBEAT
+    try:
+        return now - (beat if beat.exists() else work).stat().st_mtime
+    except OSError:
+        return None
+
+
 def sweep_stale_builds(root: str, *, now: float | None = None) -> list[Path]:
     """Remove the ``.building-*`` folders under ``root`` (or the temp folder, for a URI root)
-    whose heartbeat is older than :data:`STALE_BUILD_S`: builds that were interrupted (a
-    killed Ray task cannot clean up after itself). Returns the removed folders, each logged."""
+    that no build owns: no heartbeat for :data:`STALE_BUILD_S` (a killed Ray task cannot clean
+    up after itself) or stopped on a signal. A folder holding a checkpoint waits
+    :data:`RESUMABLE_S` for the build of its stage to resume it
+    (:func:`claim_interrupted_build`). Returns the removed folders, each logged."""
     folder = _local_root(root)
     now = time.time() if now is None else now
     removed = []
     for work in sorted(folder.glob(f"{BUILDING_PREFIX}*")) if folder.is_dir() else []:
-        beat = work / HEARTBEAT
-        try:
-            last = (beat if beat.exists() else work).stat().st_mtime
-        except OSError:
+        idle = _idle_s(work, now)
+        if idle is None or not work.is_dir() or idle <= STALE_BUILD_S:
             continue
-        if work.is_dir() and now - last > STALE_BUILD_S:
-            shutil.rmtree(work, ignore_errors=True)
-            log.info("removed the stale build folder %s (no heartbeat for %.0f min: an "
-                     "interrupted build)", work, (now - last) / 60)
-            removed.append(work)
+        if (work / CHECKPOINT).is_file() and _age_s(work, now) <= RESUMABLE_S:
+            continue  # its stage's next build resumes from it
+        shutil.rmtree(work, ignore_errors=True)
+        log.info("removed the stale build folder %s (an interrupted build: %s)", work,
+                 "stopped on a signal" if idle == float("inf") else
+                 f"no heartbeat for {idle / 60:.0f} min")
+        removed.append(work)
     return removed
+
+
+def _age_s(work: Path, now: float) -> float:
+    try:
+        return now - (work / CHECKPOINT).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def claim_interrupted_build(root: str, run: Resolved, *, now: float | None = None) -> Path | None:
+    """The folder of an interrupted build of ``run`` that left a checkpoint, renamed to a new
+    working folder of the caller (a rename: two builds never claim one folder), or None. The
+    caller resumes the training from its checkpoint."""
+    folder = _local_root(root)
+    now = time.time() if now is None else now
+    for work in sorted(folder.glob(f"{BUILDING_PREFIX}{run.hash}-*")) if folder.is_dir() else []:
+        idle = _idle_s(work, now)
+        if idle is None or idle <= STALE_BUILD_S or not (work / CHECKPOINT).is_file():
+            continue
+        claimed = working_dir(root, run)
+        try:
+            os.rename(work, claimed)
+        except OSError:
+            continue  # another build claimed it first
+        (claimed / INTERRUPTED).unlink(missing_ok=True)
+        log.info("resuming the interrupted build of artifact %s from %s", run.hash, claimed)
+        return claimed
+    return None
+
+
+def mark_interrupted(work: Path) -> None:
+    """Mark a build folder as stopped on a signal: the next build of its stage may claim it at
+    once (no heartbeat to wait out)."""
+    with contextlib.suppress(OSError):
+        (work / INTERRUPTED).touch()
 
 
 def find(root: str, run: Resolved) -> str | None:

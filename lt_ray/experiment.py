@@ -175,19 +175,30 @@ def build_artifact(root: str, stage: Resolved, *, data_root: str | None = None,
     if found is not None:
         return found
     artifacts.check_writable(root)
+    claimed = artifacts.claim_interrupted_build(root, stage)  # before the sweep removes it
     artifacts.sweep_stale_builds(root)
-    work = artifacts.working_dir(root, stage)
+    work = claimed or artifacts.working_dir(root, stage)
     log.info("building artifact %s (%s)", artifacts.artifact_dir(root, stage),
              stage.config.method.name)
+    keep = False
     try:
         with artifacts.heartbeat(work):
-            result = run(stage, work, data_root=data_root, data=data, artifacts=root)
+            result = run(stage, work, data_root=data_root, data=data, artifacts=root,
+                         resume=claimed is not None)
         marker = {"hash": stage.hash, "method": stage.config.method.name,
                   "fulltest_acc": result.metrics.get("fulltest_acc")}
         return artifacts.publish(work, root, stage, (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE),
                                  marker)
+    except KeyboardInterrupt:  # stopped on a signal: an epoch checkpoint is kept to resume
+        keep = (work / CHECKPOINT_FILE).is_file()
+        if keep:
+            artifacts.mark_interrupted(work)
+            log.info("build of artifact %s stopped: its last epoch checkpoint stays in %s for "
+                     "the next build of this stage to resume", stage.hash, work)
+        raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def ensure_stages(resolved: Resolved, root: str | None, *, data_root: str | None,

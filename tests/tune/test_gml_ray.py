@@ -78,23 +78,25 @@ def test_gml_study_builds_its_base_once_and_reports_every_output(tmp_path):
     assert len([p for p in (tmp_path / "res" / "artifacts").iterdir() if p.is_dir()]) == 1
 
 
-def test_sigterm_during_a_stage_build_cancels_it_and_leaves_no_build_folder(tmp_path):
-    """SIGTERM while the driver waits for a stage build: the build task is cancelled (its
-    working folder removed), Ray stopped, one line saying how to resume, exit 143."""
+def test_sigterm_during_a_stage_build_stops_it_and_the_resumed_study_continues_it(tmp_path):
+    """SIGTERM while the driver waits for a stage build: the build task is cancelled, keeps its
+    last epoch checkpoint (marked as stopped), Ray stops, one line says how to resume, exit 143.
+    The resumed study continues that build from its checkpoint and leaves no build folder."""
     raw = gml_study("gml_stop")
-    raw["base"]["pretrained"]["train"]["epochs"] = 2000  # builds for minutes unless stopped
+    raw["base"]["pretrained"]["train"] = {"epochs": 150, "eval_every": 50}
     path = tmp_path / "gml_stop.yaml"
     path.write_text(yaml.safe_dump(raw))
     storage = tmp_path / "res"
     env = {**os.environ, "LT_RAY_TEMP_DIR": f"/tmp/ltr{os.getpid()}"}
-    proc = subprocess.Popen([sys.executable, "-m", "lt_ray.cli", "sweep", str(path), "--storage",
-                             str(storage), "--no-dashboard"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [sys.executable, "-m", "lt_ray.cli", "sweep", str(path), "--storage", str(storage),
+           "--no-dashboard"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while not list((storage / "artifacts").glob(".building-*/*")):  # training has begun
-            assert time.time() < deadline and proc.poll() is None, "no build started"
-            time.sleep(0.5)
+        while not list((storage / "artifacts").glob(".building-*/checkpoint.pt")):
+            assert time.time() < deadline and proc.poll() is None, "no build checkpointed"
+            time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -103,5 +105,14 @@ def test_sigterm_during_a_stage_build_cancels_it_and_leaves_no_build_folder(tmp_
     assert err.strip().splitlines()[-1] == (
         f"interrupted by SIGTERM before its trials started; resume with: lt-ray sweep {path} "
         f"--storage {storage} --no-dashboard --resume")
-    assert list((storage / "artifacts").iterdir()) == []
+    (kept,) = (storage / "artifacts").iterdir()
+    assert kept.name.startswith(".building-") and (kept / ".interrupted").exists()
     assert not (storage / "gml_stop" / "tune").exists()
+
+    res = CliRunner().invoke(main, cmd[3:] + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resumed from" in res.output  # the build's own line, through the driver's console
+    (artifact,) = (storage / "artifacts").iterdir()
+    assert not artifact.name.startswith(".building-")
+    history = json.loads((artifact / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == list(range(1, 151))
