@@ -179,6 +179,10 @@ def check_out_dir(out: Path, resolved: Any, *, overwrite: bool, resume: bool) ->
                 f"--resume: {out / CONFIG_FILE} holds a different config; resume with the same "
                 "--config/--set values, or use a new --out"
             )
+        if outputs[1].is_file():
+            from lt_ray.checkpoint import load_resumable
+
+            load_resumable(outputs[1])  # an unreadable checkpoint: refused before the data
         return
     if not overwrite:
         raise LTRayError(
@@ -446,9 +450,16 @@ def export_cmd(study_dir: str) -> None:
               "(default: study,cell), e.g. method,imb_factor or cfg.method.name.")
 @click.option("--format", "formats", default="md,csv,tex", show_default=True,
               metavar="md,csv,tex", help="Formats of the comparison table.")
+@click.option("--layout", type=click.Choice(["paper", "long"]), help="paper: a row per method "
+              "as a reader names it (CE, CE + GML, ...), grouped, columns per dataset and "
+              "imbalance factor; long: a row per group and output with every metric. Default: "
+              "paper when the studies compare methods.")
+@click.option("--metrics", metavar="acc,gm,hm,lr", help="Columns of the paper layout "
+              "(among acc,gm,hm,lr,many,medium,few; default acc,gm,hm,lr).")
 @user_errors
 def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
-            group_by: str | None, formats: str) -> None:
+            group_by: str | None, formats: str, layout: str | None,
+            metrics: str | None) -> None:
     """Compare the best trials of one or more studies: tables, figures, report.md/.html.
 
     Reads only the studies' Parquet files and study.json (no Ray)."""
@@ -456,7 +467,7 @@ def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
 
     setup_logging()
     report = run_analysis(list(studies), out=out, select=select, group_by=group_by,
-                          formats=formats)
+                          formats=formats, layout=layout, metrics=metrics)
     click.echo(report.markdown)
     per_class = [f for f in report.figures if "per_class" in f and f.endswith(".png")]
     if per_class:

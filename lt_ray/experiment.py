@@ -243,6 +243,8 @@ def run(
     """
     cfg = resolved.config
     device = runtime_device(cfg)
+    if resume and out_dir is not None and (out_dir / CHECKPOINT_FILE).is_file():
+        load_resumable(out_dir / CHECKPOINT_FILE)  # a refused resume reads and writes nothing
     if data is None:
         data = build_dataset(cfg.data, data_root)
     root = ensure_stages(resolved, artifacts, data_root=data_root, data=data,
@@ -251,8 +253,6 @@ def run(
     method = build_method(resolved, data, device, root=root)
     checkpoint = None
     if out_dir is not None:
-        if resume and (out_dir / CHECKPOINT_FILE).is_file():
-            load_resumable(out_dir / CHECKPOINT_FILE)  # a refused resume writes nothing
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         checkpoint = out_dir / CHECKPOINT_FILE

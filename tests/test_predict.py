@@ -255,6 +255,7 @@ def test_a_refused_resume_writes_nothing(runs, tmp_path):
     before = sorted(p.name for p in out.iterdir())
     res = invoke("train", *tiny_overrides(), "--out", str(out), "--resume")
     assert res.exit_code == 2 and "cannot read checkpoint" in res.output, res.output
+    assert res.output.splitlines() == [res.output.strip()]  # refused before the data is read
     assert sorted(p.name for p in out.iterdir()) == before  # no config.yaml written
 
 

@@ -7,6 +7,7 @@ and SVG bytes (SVG text stays text, so labels are searchable and crisp).
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -16,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from lt_ray.analysis import search
@@ -120,10 +122,13 @@ def learning_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
                 if column in epochs and epochs[column].notna().any():
                     points = epochs[[S.EPOCH, column]].dropna()
                     ax.plot(points[S.EPOCH], 100 * points[column], style, color=color,
-                            marker="." if len(points) < 30 else None)
+                            marker=_marker(len(points)), ms=6 if len(points) <= 2 else 4)
         ax.set_title(f"{METRIC_LABELS[metric]} ({metric})", fontsize=10)
         ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
         ax.grid(alpha=0.3)
+    last = max((float(e[S.EPOCH].max()) for e in curves.values() if len(e)), default=1.0)
+    for ax in axes:
+        ax.set_xlim(0, last + max(0.5, 0.02 * last))  # from epoch 0: one evaluation is a point
     for ax in axes[2:]:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -136,6 +141,108 @@ def learning_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
     fig.suptitle("Learning curves of the selected trials (val dashed, test solid)")
     rows = sum(h.get_label().count("\n") + 1 for h in handles) // 2 + 1
     fig.subplots_adjust(bottom=min(0.1 + 0.035 * rows, 0.5), hspace=0.25, top=0.92)
+    return fig
+
+
+def _marker(points: int) -> str | None:
+    """Points drawn as markers when there are few (a run evaluated once is one marker)."""
+    return "o" if points <= 2 else "." if points < 30 else None
+
+
+def base_curves_figure(histories: Mapping[str, Sequence[pd.DataFrame]]) -> Figure:
+    """One panel per stage model (its title): test Acc, GM, HM and LR (%) per epoch (mean over
+    its seeds, the band their range), the training loss on the right axis."""
+    names = list(histories)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.8))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = dict(zip(CURVE_METRICS, _colors(len(CURVE_METRICS)), strict=True))
+    for ax, name in zip(axes, names, strict=False):
+        runs = histories[name]
+        twin = ax.twinx()
+        for metric in CURVE_METRICS:
+            column = f"test_{metric}"
+            table = _by_epoch(runs, column)
+            if table.empty:
+                continue
+            mean = 100 * table.mean(axis=1)
+            ax.plot(mean.index, mean, color=colors[metric], marker=_marker(len(mean)), ms=3,
+                    label=METRIC_LABELS[metric])
+            if table.shape[1] > 1:
+                ax.fill_between(mean.index, 100 * table.min(axis=1), 100 * table.max(axis=1),
+                                color=colors[metric], alpha=0.15, lw=0)
+        loss = _by_epoch(runs, S.TRAIN_LOSS).mean(axis=1)
+        if len(loss):
+            twin.plot(loss.index, loss, color="0.4", ls=":", lw=1.2, label="train loss")
+        twin.tick_params(labelsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_title(_wrap(f"{name} ({len(runs)} seed{'s' * (len(runs) != 1)})", 45), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("test (%)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=colors[m], lw=2, label=METRIC_LABELS[m])
+               for m in CURVE_METRICS] + [Line2D([], [], color="0.4", ls=":",
+                                                 label="train loss (right axis)")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle("The stage models (bases) during their training: test-half metrics at each "
+                 "evaluated epoch", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return fig
+
+
+def _by_epoch(runs: Sequence[pd.DataFrame], column: str) -> pd.DataFrame:
+    """``column`` of each run (a column per run) indexed by epoch, evaluated epochs only."""
+    parts = [r.set_index(S.EPOCH)[column].dropna().rename(i) for i, r in enumerate(runs)
+             if column in r and r[column].notna().any()]
+    return pd.concat(parts, axis=1).sort_index() if parts else pd.DataFrame()
+
+
+FAMILY_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860")
+
+
+def paper_figure(frame: pd.DataFrame, rows: Sequence[tuple[str, str]], blocks: Sequence[str],
+                 metrics: Sequence[str]) -> Figure:
+    """Horizontal bars per method row (in table order, coloured by group), one panel per
+    metric, one bar per dataset/IF block (shaded), error bars the seed std."""
+    families = list(dict.fromkeys(f for f, _ in rows))
+    color = {f: FAMILY_COLORS[i % len(FAMILY_COLORS)] for i, f in enumerate(families)}
+    height = 0.8 / max(len(blocks), 1)
+    fig = Figure(figsize=(3.6 * len(metrics) + 2.4, 0.9 + 0.32 * len(rows) * len(blocks) + 1.0))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    y = np.arange(len(rows))[::-1].astype(float)
+    indexed = frame.set_index(["row", "block"])
+    for ax, metric in zip(axes, metrics, strict=True):
+        for b, block in enumerate(blocks):
+            offset = (len(blocks) - 1) / 2 * height - b * height
+            for (family, name), pos in zip(rows, y, strict=True):
+                if (name, block) not in indexed.index:
+                    continue
+                line = indexed.loc[(name, block)]
+                mean, std = line[metric], line[f"{metric}_std"]
+                if pd.isna(mean):
+                    continue
+                ax.barh(pos + offset, mean, height * 0.95, color=color[family],
+                        alpha=1.0 - 0.45 * b / max(len(blocks) - 1, 1),
+                        xerr=None if pd.isna(std) else std, capsize=2,
+                        error_kw={"lw": 0.8})
+        ax.set_title(METRIC_LABELS[metric] + " (%)", fontsize=10)
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels([name for _, name in rows], fontsize=8)
+    handles = [Patch(color=color[f], label=f) for f in families]
+    if len(blocks) > 1:
+        handles += [Patch(color="0.3", alpha=1.0 - 0.45 * b / (len(blocks) - 1),
+                                      label=block) for b, block in enumerate(blocks)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8)
+    fig.suptitle("Test-half metrics per method" + (", " + blocks[0] if len(blocks) == 1 else
+                                                    " and imbalance factor")
+                 + " (error bars: std over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05 + 0.02 * math.ceil(len(handles) / 4), 1, 0.97))
     return fig
 
 
@@ -221,9 +328,9 @@ def importance_figure(importances: pd.DataFrame, title: str) -> Figure:
     ax.set_xlim(0, 1)
     ax.set_title(_wrap(title), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    if data.shape[1] > 1:
-        handles = ax.get_legend_handles_labels()[0]
-        ax.legend(handles[::-1], [_wrap(str(c), 60) for c in data.columns][::-1], fontsize=7,
-                  loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, title="cell")
     fig.tight_layout()
+    if data.shape[1] > 1:  # right of the axes: below, it covered the x-axis label
+        handles = ax.get_legend_handles_labels()[0]
+        ax.legend(handles[::-1], [_wrap(str(c), 40) for c in data.columns][::-1], fontsize=7,
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0), title="cell")
     return fig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from lt_ray import __version__, storage
+from lt_ray.analysis import paper as P
 from lt_ray.analysis import plots, search
 from lt_ray.analysis import tables as T
 from lt_ray.analysis.data import (
@@ -37,6 +39,12 @@ FIGURES_DIR = "figures"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 TABLE_STEM = "comparison"
+LONG_STEM = "comparison_long"  # the long table, next to a paper-layout comparison
+LAYOUTS = ("paper", "long")
+ARTIFACT_METRICS = "metrics.json"  # an artifact's result document: its history included
+PAPER_CAPTION = ("Comparison of the methods: test-half metrics in % (mean ± std over the seed "
+                 "repeats of each row's selected configuration).")
+PAPER_FIGURE_METRICS = ("hm", "lr", "acc")
 OUT_SUBDIR = "analysis"  # default output: <first study>/analysis/
 
 
@@ -75,6 +83,7 @@ class Items:
 @dataclass(frozen=True)
 class Table:
     frame: pd.DataFrame
+    markup: bool = False  # cells carry Markdown emphasis (**bold**, *group*)
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,8 @@ class _Build:
 def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str] | None = None, select: str | None = None,
             group_by: str | Sequence[str] | None = None,
-            formats: str | Sequence[str] = ("md", "csv", "tex")) -> Report:
+            formats: str | Sequence[str] = ("md", "csv", "tex"), layout: str | None = None,
+            metrics: str | Sequence[str] | None = None) -> Report:
     """Compare the studies in ``paths`` (folders or URIs) and write the report into ``out``.
 
     Args:
@@ -120,15 +130,23 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             study's first objective from study.json, else ``val_hm``).
         group_by: columns of trials.parquet to group by (default: study, cell).
         formats: the comparison table's file formats, among md, csv, tex.
+        layout: ``paper`` (a row per method as a reader names it, grouped; columns per
+            dataset and imbalance factor) or ``long`` (a row per group and output, every
+            metric); default: paper when the studies compare methods and name their rows.
+        metrics: the paper layout's columns (default acc, gm, hm, lr).
 
     Raises:
         LTRayError: before anything is written, for a folder without study Parquet, Parquet
-            of another format version, an unknown ``select`` metric, ``group_by`` column or
-            format, or a URI study without ``out``.
+            of another format version, an unknown ``select`` metric, ``group_by`` column,
+            format, layout or metric, a paper layout the studies cannot give, or a URI study
+            without ``out``.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     locations = [os.fspath(p) for p in items]
     fmts = parse_formats(formats)
+    chosen = P.parse_metrics(metrics)
+    if layout not in (None, *LAYOUTS):
+        raise LTRayError(f"--layout {layout}: choose {' or '.join(LAYOUTS)}")
     out_dir = _out_dir(locations, out)
     studies = load_studies(locations)
     trials = all_trials(studies)
@@ -141,19 +159,34 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     table = T.comparison_table(trials, selected, groups, declared)
     display = T.display_table(table, groups)
     caption = _table_caption(objectives)
+    paper = _paper_or_none(layout, group_by, studies, table, selected, chosen)
     _header(build, studies, trials)
     _selection_section(build, groups, objectives)
-    _comparison_section(build, table, display, missing, fmts, declared)
+    if paper is not None:
+        _paper_section(build, paper, missing, fmts)
+    else:
+        _comparison_section(build, table, display, missing, fmts, declared)
     _trials_section(build, studies)
     _per_class_section(build, studies, trials, selected, groups, declared)
     _curves_section(build, studies, selected, groups)
     _search_section(build, studies, objectives)
     _provenance_section(build, studies)
+    if paper is not None:
+        build.add(Heading(2, "Appendix: the long table"), Text(
+            "Every selected group (study and grid cell) and output, with the selected trial, "
+            "the seven metrics and the same on the whole official test set "
+            f"([`{LONG_STEM}.md`]({LONG_STEM}.md)):"), Table(display),
+            *(Text(line) for line in _legends(table, declared)))
 
-    markdown = _table_text("md", table, display, caption, declared)
-    files = {f"{TABLE_STEM}.{fmt}": (markdown if fmt == "md" else
+    markdown = (_table_text("md", table, display, caption, declared) if paper is None
+                else P.to_markdown(paper, PAPER_CAPTION))
+    files = {f"{TABLE_STEM}.{fmt}": (markdown if fmt == "md" else _paper_text(fmt, paper)
+                                     if paper is not None else
                                      _table_text(fmt, table, display, caption, declared)).encode()
              for fmt in fmts}
+    if paper is not None:
+        files.update({f"{LONG_STEM}.{fmt}": _table_text(fmt, table, display, caption,
+                                                        declared).encode() for fmt in fmts})
     for name, rendered in build.figures.items():
         for fmt, data in rendered.items():
             files[f"{FIGURES_DIR}/{name}.{fmt}"] = data
@@ -171,6 +204,61 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                                 for fmt in ("png", "svg")),
                   notes=tuple(build.notes),
                   markdown=markdown)
+
+
+def _paper_or_none(layout: str | None, group_by: Any, studies: Sequence[Study],
+                   table: pd.DataFrame, selected: pd.DataFrame,
+                   metrics: Sequence[str]) -> P.PaperTable | None:
+    """The paper table when the layout is (or defaults to) paper; a paper layout asked for
+    but impossible is a user error."""
+    if layout == "long":
+        return None
+    reason = None
+    if group_by is not None:
+        reason = "it groups by study and cell: drop --group-by"
+    elif not P.can_name_rows(studies):
+        reason = ("a study.json declares no row names (a study of an earlier lt-ray): resume "
+                  "it once with this lt-ray (lt-ray sweep ... --resume) to refresh it")
+    if reason is not None:
+        if layout == "paper":
+            raise LTRayError(f"--layout paper: {reason}; or use --layout long")
+        return None
+    paper = P.paper_table(table, selected, studies, metrics)
+    if layout is None and len(paper.rows) < 2:
+        return None  # one method: nothing to compare side by side
+    return paper
+
+
+def _paper_text(fmt: str, paper: P.PaperTable) -> str:
+    if fmt == "csv":
+        return P.to_csv(paper)
+    if fmt == "tex":
+        return P.to_latex(paper, PAPER_CAPTION)
+    return P.to_markdown(paper, PAPER_CAPTION)
+
+
+def _paper_section(build: _Build, paper: P.PaperTable, missing: Sequence[str],
+                   fmts: Sequence[str]) -> None:
+    build.add(Heading(2, "Comparison (%)"))
+    if paper.empty:
+        build.note("No group has a completed search trial to select: the comparison table is "
+                   "empty (see Trials below).")
+    else:
+        build.add(Text(PAPER_CAPTION), Table(P.display_frame(paper), markup=True),
+                  Text(paper.footnote))
+        for note in paper.notes:
+            build.note(note)
+        build.figure("comparison", plots.paper_figure(paper.frame, paper.rows, paper.blocks,
+                                                      PAPER_FIGURE_METRICS),
+                     "HM, LR and Acc of every row of the table (test half, %), grouped as the "
+                     "table; error bars: the std over the seed repeats")
+    if missing:
+        build.add(Text("Groups without a selected trial:"), Items(tuple(missing)))
+        build.notes.extend(missing)
+    build.add(Text("The same table: " + ", ".join(f"[`{TABLE_STEM}.{f}`]({TABLE_STEM}.{f})"
+                                                  for f in fmts) + "; the long one (every "
+                   "group, output and metric) is in the appendix and in "
+                   + ", ".join(f"[`{LONG_STEM}.{f}`]({LONG_STEM}.{f})" for f in fmts) + "."))
 
 
 def _table_text(fmt: str, table: pd.DataFrame, display: pd.DataFrame, caption: str,
@@ -342,6 +430,7 @@ def _per_class_data(per_class: pd.DataFrame, trial_ids: list[str],
 def _curves_section(build: _Build, studies: Sequence[Study], selected: pd.DataFrame,
                     groups: Sequence[str]) -> None:
     build.add(Heading(2, "Learning curves"))
+    _base_curves(build, studies)
     epochs = {s.name: s.tables.epochs for s in studies}
     curves = {}
     for _, row in selected.iterrows():
@@ -353,8 +442,67 @@ def _curves_section(build: _Build, studies: Sequence[Study], selected: pd.DataFr
         build.add(Text("No epoch rows for the selected trials: nothing to plot."))
         return
     build.figure("learning_curves", plots.learning_curves_figure(curves),
-                 "Val (dashed) and test (solid) Acc, GM, HM and LR per epoch of the selected "
-                 "trials (the output the config reports)")
+                 "Val (dashed) and test (solid) Acc, GM, HM and LR per evaluated epoch of the "
+                 "selected trials (the output the config reports; a trial evaluated once is "
+                 "one marker)")
+
+
+def _base_curves(build: _Build, studies: Sequence[Study]) -> None:
+    """The stage models' own training (their artifacts' histories), one panel per model."""
+    histories: dict[str, list[pd.DataFrame]] = {}
+    missing: list[str] = []
+    seen: set[str] = set()
+    for study in studies:
+        root = _artifact_root(study)
+        for cell in study.meta.get("cells") or []:
+            for stage in cell.get("stages") or [] if isinstance(cell, dict) else []:
+                digest = str(stage.get("hash"))
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                history = _artifact_history(root, digest) if root else None
+                if history is None:
+                    missing.append(digest)
+                    continue
+                title = f"{stage.get('title', stage.get('method'))} · {stage.get('epochs')} epochs"
+                histories.setdefault(title, []).append(history)
+    if histories:
+        build.figure("base_curves", plots.base_curves_figure(histories),
+                     "The stage models the studies build on (their stage artifacts), as they "
+                     "trained: test-half Acc, GM, HM and LR per evaluated epoch (mean over the "
+                     "seeds; band: their range) and the training loss")
+    if missing:
+        build.add(Text(f"{len(missing)} stage artifact(s) without a readable history (not in "
+                       f"the artifact folder the study names, or of an earlier lt-ray): "
+                       + ", ".join(f"`{d}`" for d in missing[:8])
+                       + (" ..." if len(missing) > 8 else "")))
+
+
+def _artifact_root(study: Study) -> str | None:
+    """Where the study's stage artifacts are: the folder its study.json names, else
+    ``<storage>/artifacts`` beside the study."""
+    named = study.meta.get("artifacts")
+    for root in ([named] if isinstance(named, str) and named else []) + [
+            storage.join(storage.parent(study.path), "artifacts")]:
+        try:
+            if storage.exists(root):
+                return root
+        except LTRayError:
+            continue
+    return None
+
+
+def _artifact_history(root: str, digest: str) -> pd.DataFrame | None:
+    path = storage.join(root, digest, ARTIFACT_METRICS)
+    try:
+        if not storage.is_file(path):
+            return None
+        history = json.loads(storage.read_text(path)).get("history")
+    except (OSError, ValueError, LTRayError):
+        return None
+    if not isinstance(history, list) or not history:
+        return None
+    return pd.DataFrame.from_records(history)
 
 
 def _search_section(build: _Build, studies: Sequence[Study],
@@ -482,9 +630,10 @@ def _inline_html(text: str) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.85em;margin:1em 0;
-display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;
-white-space:nowrap}th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}
+color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.8em;margin:1em 0;
+max-width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}td.group{font-style:italic;font-weight:600;
+background:#fafafa}th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}
 figcaption{font-size:0.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
 
 
@@ -501,7 +650,11 @@ def render_html(title: str, blocks: Sequence[Block],
             body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items)
                         + "</ul>")
         elif isinstance(block, Table):
-            body.append(block.frame.to_html(index=False, border=0, escape=True))
+            table = block.frame.to_html(index=False, border=0, escape=True)
+            if block.markup:
+                table = re.sub(r"\*\*([^*<]+)\*\*", r"<strong>\1</strong>", table)
+                table = re.sub(r"<td>\*([^*<]+)\*</td>", r'<td class="group">\1</td>', table)
+            body.append(table.replace(",", ",<wbr>"))  # long cell labels may wrap at commas
         else:
             data = base64.b64encode(figures[block.name]["png"]).decode()
             body.append(f'<figure><img src="data:image/png;base64,{data}" '
