@@ -28,6 +28,7 @@ DEFAULT_METRICS: tuple[str, ...] = ("acc", "gm", "hm", "lr")
 ROW = "row"
 FAMILY = "family"
 BLOCK = "block"  # the column group: dataset and imbalance factor
+SELECTED = "selected_output"  # the output the cell's search selected on (its primary)
 OTHER_FAMILY = "other"
 
 
@@ -78,15 +79,17 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
                 metrics: Sequence[str] = DEFAULT_METRICS) -> PaperTable:
     """The paper layout of the long ``table`` (grouped by study and cell) whose selected trials
     are ``selected``."""
-    declared = {(s.name, str(c.get("label", ""))): c.get("rows") or {}
-                for s in studies for c in s.meta.get("cells") or []}
+    declared = {(s.name, str(c.get("label", ""))): c for s in studies
+                for c in s.meta.get("cells") or []}
+    place = {key: i for i, key in enumerate(declared)}  # studies as given, cells in order
     families = [f for s in studies for f in s.meta.get("families") or []]
     where = {(r[S.STUDY], r[S.CELL]): r for _, r in selected.iterrows()}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     for _, line in table.iterrows():
         key = (str(line[S.STUDY]), str(line[S.CELL]))
-        row = declared.get(key, {}).get(line[T.OUTPUT] or "")
+        cell = declared.get(key, {})
+        row = (cell.get("rows") or {}).get(line[T.OUTPUT] or "")
         if row is None:
             notes.append(f"{key[0]} / {key[1] or 'all trials'} ({line[T.OUTPUT] or 'its output'}):"
                          " no row name declared; shown by its cell")
@@ -96,23 +99,31 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
         rec = {FAMILY: row["family"], ROW: row["name"], S.DATASET: dataset,
                S.IMB_FACTOR: imb, BLOCK: block_name(dataset, imb), T.N: int(line[T.N]),
                S.STUDY: key[0], S.CELL: key[1], T.OUTPUT: line[T.OUTPUT],
-               S.TRIAL_ID: line[S.TRIAL_ID], T.SELECTED_ON: line[T.SELECTED_ON]}
+               S.TRIAL_ID: line[S.TRIAL_ID], T.SELECTED_ON: line[T.SELECTED_ON],
+               SELECTED: cell.get("primary", line[T.OUTPUT]) == line[T.OUTPUT],
+               "_place": (place.get(key, len(place)), list(cell.get("rows") or {}).index(
+                   line[T.OUTPUT] or "") if (line[T.OUTPUT] or "") in (cell.get("rows") or {})
+                   else 0)}
         for metric in metrics:
             column = T.value_column("test", metric)
             rec[metric], rec[f"{metric}_std"] = line[column], line[column + "_std"]
         records.append(rec)
     columns = [FAMILY, ROW, S.DATASET, S.IMB_FACTOR, BLOCK, *metrics,
                *(f"{m}_std" for m in metrics), T.N, S.STUDY, S.CELL, T.OUTPUT, S.TRIAL_ID,
-               T.SELECTED_ON]
+               T.SELECTED_ON, SELECTED]
+    records.sort(key=lambda r: r.pop("_place"))
     frame = _merge_same_rows(pd.DataFrame.from_records(records, columns=columns), metrics)
     order = {f: i for i, f in enumerate(dict.fromkeys([*families, OTHER_FAMILY]))}
     rows = sorted(dict.fromkeys(zip(frame[FAMILY], frame[ROW], strict=True)),
                   key=lambda fr: order.get(fr[0], len(order)))  # stable: first seen first
     blocks = sorted(dict.fromkeys(zip(frame[S.DATASET], frame[S.IMB_FACTOR], strict=True)),
                     key=lambda b: (str(b[0]), _number(b[1])))
-    return PaperTable(frame=frame, rows=tuple(rows),
-                      blocks=tuple(block_name(*b) for b in blocks), metrics=tuple(metrics),
-                      footnote=_footnote(frame), notes=tuple(notes))
+    names = [block_name(*b) for b in blocks]
+    rank = {r: i for i, (_, r) in enumerate(rows)}
+    frame = frame.assign(_r=frame[ROW].map(rank), _b=frame[BLOCK].map(names.index)).sort_values(
+        ["_r", "_b"]).drop(columns=["_r", "_b"]).reset_index(drop=True)
+    return PaperTable(frame=frame, rows=tuple(rows), blocks=tuple(names),
+                      metrics=tuple(metrics), footnote=_footnote(frame), notes=tuple(notes))
 
 
 def _number(value: Any) -> float:
@@ -123,18 +134,22 @@ def _number(value: Any) -> float:
 
 
 def _merge_same_rows(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per (row name, block) when the values agree; a clash keeps every source, its
-    name completed by its study and cell."""
+    """One row per (row name, block). Where a cell's selected output and another cell's other
+    output share a name (``CE + GML`` is the selected head of one cell and the unselected new
+    head of the ensemble cell), the selected one stands. Equal values are one row; a clash
+    keeps every source, its name completed by its study and cell."""
     keep: list[int] = []
     renamed = frame[ROW].copy()
     for _, part in frame.groupby([ROW, BLOCK], sort=False):
+        if part[SELECTED].any():
+            part = part[part[SELECTED]]
         values = part[[*metrics, T.N]].round(9).astype("float64").fillna(-1.0)
-        if len(values.drop_duplicates()) == 1:
-            keep.append(int(part.index[0]))
-            continue
-        for index, line in part.iterrows():
-            renamed[index] = f"{line[ROW]} ({line[S.STUDY]}: {line[S.CELL] or 'all trials'})"
+        distinct = values.drop_duplicates()  # the first source of each set of values
+        for index in distinct.index:
             keep.append(int(index))
+            if len(distinct) > 1:
+                line = frame.loc[index]
+                renamed[index] = f"{line[ROW]} ({line[S.STUDY]}: {line[S.CELL] or 'all trials'})"
     return frame.assign(**{ROW: renamed}).loc[sorted(keep)].reset_index(drop=True)
 
 

@@ -248,10 +248,13 @@ def _paper_section(build: _Build, paper: P.PaperTable, missing: Sequence[str],
                   Text(paper.footnote))
         for note in paper.notes:
             build.note(note)
+        shown = [m for m in PAPER_FIGURE_METRICS if m in paper.metrics] or list(
+            paper.metrics[:3])
         build.figure("comparison", plots.paper_figure(paper.frame, paper.rows, paper.blocks,
-                                                      PAPER_FIGURE_METRICS),
-                     "HM, LR and Acc of every row of the table (test half, %), grouped as the "
-                     "table; error bars: the std over the seed repeats")
+                                                      shown),
+                     ", ".join(T.METRIC_LABELS[m] for m in shown) + " of every row of the "
+                     "table (test half, %), grouped as the table; error bars: the std over the "
+                     "seed repeats")
     if missing:
         build.add(Text("Groups without a selected trial:"), Items(tuple(missing)))
         build.notes.extend(missing)

@@ -155,6 +155,7 @@ def declarations(spec: SweepSpec, artifacts: str) -> dict[str, Any]:
         cells.append({"id": cell.id, "index": cell.index, "values": cell.values,
                       "label": cell_label(cell.values),
                       "rows": {o: dataclasses.asdict(r) for o, r in resolved.rows().items()},
+                      "primary": resolved.primary_output() or "",
                       "stages": stages})
     return {"cells": cells, "outputs": outputs_declaration(methods),
             "families": list(FAMILIES), "artifacts": artifacts}
