@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cifar_files import dump, make_cifar10, make_cifar100
 
 from lt_ray.config import DataConfig, SyntheticConfig
 from lt_ray.data import DATASETS, build_dataset, resolve_root
@@ -15,63 +15,6 @@ from lt_ray.errors import ConfigError, DataError
 
 SHARED_DATA = (Path(__file__).resolve().parents[2] / "../shared/data").resolve()
 HAVE_CIFAR10 = (SHARED_DATA / "cifar-10-batches-py" / "test_batch").is_file()
-
-
-def _dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _images(labels: np.ndarray) -> np.ndarray:
-    """uint8 [N, 3072] whose first byte is the label and second the running index."""
-    data = np.zeros((labels.size, 3072), dtype=np.uint8)
-    data[:, 0] = labels
-    data[:, 1] = np.arange(labels.size) % 256
-    data[:, 1024] = 200  # first pixel of the green plane
-    return data
-
-
-def make_cifar100(root: Path, per_class: int = 6, test_per_class: int = 4) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, n in (("train", per_class), ("test", test_per_class)):
-        fine = rng.permutation(np.repeat(np.arange(100), n))
-        _dump(
-            folder / name,
-            {
-                "filenames": [f"img_{i}.png" for i in range(fine.size)],
-                "batch_label": f"{name} batch 1 of 1",
-                "fine_labels": fine.tolist(),
-                "coarse_labels": (fine // 5).tolist(),
-                "data": _images(fine),
-            },
-        )
-    _dump(
-        folder / "meta",
-        {
-            "fine_label_names": [f"fine_{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse_{i}" for i in range(20)],
-        },
-    )
-    return folder
-
-
-def make_cifar10(root: Path, per_class_per_batch: int = 3, test_per_class: int = 4) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i in range(1, 6):
-        y = rng.permutation(np.repeat(np.arange(10), per_class_per_batch))
-        batch = {"batch_label": "x", "labels": y.tolist(), "data": _images(y)}
-        _dump(folder / f"data_batch_{i}", batch)
-    y = np.repeat(np.arange(10), test_per_class)
-    _dump(folder / "test_batch", {"batch_label": "t", "labels": y.tolist(), "data": _images(y)})
-    _dump(
-        folder / "batches.meta",
-        {"num_cases_per_batch": 30, "label_names": [f"c{i}" for i in range(10)], "num_vis": 3072},
-    )
-    return folder
 
 
 @pytest.fixture
@@ -157,7 +100,7 @@ def test_truncated_pickle_names_the_file(tmp_path):
 
 def test_wrong_shape_pickle(tmp_path):
     folder = make_cifar10(tmp_path)
-    _dump(folder / "test_batch", {"labels": [0, 1], "data": np.zeros((2, 100), np.uint8)})
+    dump(folder / "test_batch", {"labels": [0, 1], "data": np.zeros((2, 100), np.uint8)})
     with pytest.raises(DataError, match="test_batch"):
         build_dataset(DataConfig(dataset="cifar10", root=str(tmp_path), download=False))
 
