@@ -1,19 +1,17 @@
-"""``analyze``: study folders -> comparison tables, figures, ``report.md`` and ``report.html``.
+"""``analyze``: study folders -> comparison tables, figures, ``report.md`` and ``report.html``
+(a single run folder: its own report, :mod:`lt_ray.analysis.run_report`).
 
-The report is built once as a list of blocks (headings, text, tables, figures) and rendered
-twice: Markdown with relative figure links (reads on GitHub) and one self-contained HTML file
-(figures inlined as base64 PNG). Everything is checked before the first file is written.
+The report is built once as a list of blocks (:mod:`lt_ray.analysis.render`) and rendered as
+Markdown and HTML. Everything is checked before the first file is written.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -32,12 +30,18 @@ from lt_ray.analysis.data import (
     parse_formats,
     parse_group_by,
 )
+from lt_ray.analysis.render import (
+    Build,
+    Heading,
+    Items,
+    Table,
+    Text,
+    figure_names,
+    write_report,
+)
 from lt_ray.errors import LTRayError
 from lt_ray.results import schema as S
 
-FIGURES_DIR = "figures"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
 TABLE_STEM = "comparison"
 LONG_STEM = "comparison_long"  # the long table, next to a paper-layout comparison
 LAYOUTS = ("paper", "long")
@@ -59,58 +63,6 @@ class Report:
     figures: tuple[str, ...]
     notes: tuple[str, ...] = ()
     markdown: str = ""  # the comparison table as Markdown (what the CLI prints)
-
-
-# --- report blocks -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str  # Markdown inline: `code` only
-
-
-@dataclass(frozen=True)
-class Items:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    frame: pd.DataFrame
-    markup: bool = False  # cells carry Markdown emphasis (**bold**, *group*)
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str  # figure stem: figures/<name>.png and .svg
-    caption: str
-
-
-Block = Heading | Text | Items | Table | Image
-
-
-@dataclass
-class _Build:
-    blocks: list[Block] = field(default_factory=list)
-    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)  # name -> png/svg bytes
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, *blocks: Block) -> None:
-        self.blocks.extend(blocks)
-
-    def figure(self, name: str, fig: Any, caption: str) -> None:
-        self.figures[name] = plots.render(fig)
-        self.add(Image(name, caption))
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        self.add(Text(text))
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -153,7 +105,7 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     groups = parse_group_by(group_by, trials)
     objectives = objectives_by_study(studies, select, trials, groups)
 
-    build = _Build()
+    build = Build()
     selected, missing = T.select_best(trials, groups, objectives)
     declared = declared_outputs(studies)
     table = T.comparison_table(trials, selected, groups, declared)
@@ -187,21 +139,9 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     if paper is not None:
         files.update({f"{LONG_STEM}.{fmt}": _table_text(fmt, table, display, caption,
                                                         declared).encode() for fmt in fmts})
-    for name, rendered in build.figures.items():
-        for fmt, data in rendered.items():
-            files[f"{FIGURES_DIR}/{name}.{fmt}"] = data
     title = "lt-ray analysis: " + ", ".join(s.name for s in studies)
-    files[REPORT_MD] = render_markdown(build.blocks).encode()
-    files[REPORT_HTML] = render_html(title, build.blocks, build.figures).encode()
-
-    written = []
-    for name, data in files.items():
-        path = storage.join(out_dir, *name.split("/"))
-        storage.write_bytes(path, data)
-        written.append(path)
-    return Report(out=out_dir, table=table, files=tuple(written),
-                  figures=tuple(f"{FIGURES_DIR}/{n}.{fmt}" for n in build.figures
-                                for fmt in ("png", "svg")),
+    written = write_report(out_dir, files, build, title)
+    return Report(out=out_dir, table=table, files=tuple(written), figures=figure_names(build),
                   notes=tuple(build.notes),
                   markdown=markdown)
 
@@ -237,7 +177,7 @@ def _paper_text(fmt: str, paper: P.PaperTable) -> str:
     return P.to_markdown(paper, PAPER_CAPTION)
 
 
-def _paper_section(build: _Build, paper: P.PaperTable, missing: Sequence[str],
+def _paper_section(build: Build, paper: P.PaperTable, missing: Sequence[str],
                    fmts: Sequence[str]) -> None:
     build.add(Heading(2, "Comparison (%)"))
     if paper.empty:
@@ -314,7 +254,7 @@ def _legends(table: pd.DataFrame, declared: DeclaredOutputs) -> list[str]:
     return lines
 
 
-def _header(build: _Build, studies: Sequence[Study], trials: pd.DataFrame) -> None:
+def _header(build: Build, studies: Sequence[Study], trials: pd.DataFrame) -> None:
     build.add(Heading(1, "lt-ray analysis: " + ", ".join(s.name for s in studies)),
               Text(f"{len(trials)} trials from {len(studies)} study folder(s): "
                    + ", ".join(f"`{s.path}`" for s in studies)
@@ -322,7 +262,7 @@ def _header(build: _Build, studies: Sequence[Study], trials: pd.DataFrame) -> No
                    "Parquet tables; the figures are PNG with an SVG twin in `figures/`."))
 
 
-def _selection_section(build: _Build, groups: Sequence[str],
+def _selection_section(build: Build, groups: Sequence[str],
                        objectives: dict[str, tuple[str, str]]) -> None:
     how = "; ".join(f"`{m}` ({o}) in {n}" for n, (m, o) in objectives.items())
     build.add(Heading(2, "How the trials were selected"), Text(
@@ -336,7 +276,7 @@ def _selection_section(build: _Build, groups: Sequence[str],
         "number of runs behind each value (1: the selected trial alone)."))
 
 
-def _comparison_section(build: _Build, table: pd.DataFrame, display: pd.DataFrame,
+def _comparison_section(build: Build, table: pd.DataFrame, display: pd.DataFrame,
                         missing: Sequence[str], fmts: Sequence[str],
                         declared: DeclaredOutputs) -> None:
     build.add(Heading(2, "Comparison (%)"))
@@ -352,7 +292,7 @@ def _comparison_section(build: _Build, table: pd.DataFrame, display: pd.DataFram
                                                   for f in fmts) + "."))
 
 
-def _trials_section(build: _Build, studies: Sequence[Study]) -> None:
+def _trials_section(build: Build, studies: Sequence[Study]) -> None:
     rows = []
     for study in studies:
         t = study.tables.trials
@@ -385,7 +325,7 @@ def _group_name(row: pd.Series, groups: Sequence[str]) -> str:
     return T.group_label(groups, [row[g] for g in groups])
 
 
-def _per_class_section(build: _Build, studies: Sequence[Study], trials: pd.DataFrame,
+def _per_class_section(build: Build, studies: Sequence[Study], trials: pd.DataFrame,
                        selected: pd.DataFrame, groups: Sequence[str],
                        declared: DeclaredOutputs) -> None:
     build.add(Heading(2, "Per-class recall"))
@@ -430,7 +370,7 @@ def _per_class_data(per_class: pd.DataFrame, trial_ids: list[str],
         columns="_order").reset_index(drop=True)
 
 
-def _curves_section(build: _Build, studies: Sequence[Study], selected: pd.DataFrame,
+def _curves_section(build: Build, studies: Sequence[Study], selected: pd.DataFrame,
                     groups: Sequence[str]) -> None:
     build.add(Heading(2, "Learning curves"))
     _base_curves(build, studies)
@@ -450,7 +390,7 @@ def _curves_section(build: _Build, studies: Sequence[Study], selected: pd.DataFr
                  "one marker)")
 
 
-def _base_curves(build: _Build, studies: Sequence[Study]) -> None:
+def _base_curves(build: Build, studies: Sequence[Study]) -> None:
     """The stage models' own training (their artifacts' histories), one panel per model."""
     histories: dict[str, list[pd.DataFrame]] = {}
     missing: list[str] = []
@@ -508,7 +448,7 @@ def _artifact_history(root: str, digest: str) -> pd.DataFrame | None:
     return pd.DataFrame.from_records(history)
 
 
-def _search_section(build: _Build, studies: Sequence[Study],
+def _search_section(build: Build, studies: Sequence[Study],
                     objectives: dict[str, tuple[str, str]]) -> None:
     build.add(Heading(2, "Search"))
     for study in studies:
@@ -530,7 +470,7 @@ def _search_section(build: _Build, studies: Sequence[Study],
         _importance(build, study, *objectives[study.name])
 
 
-def _pareto(build: _Build, study: Study, objectives: Sequence[tuple[str, str]],
+def _pareto(build: Build, study: Study, objectives: Sequence[tuple[str, str]],
             slug: str) -> None:
     metrics, modes = [m for m, _ in objectives], [o for _, o in objectives]
     build.figure(f"pareto_{slug}", plots.pareto_figure(study.tables.trials, objectives,
@@ -546,7 +486,7 @@ def _pareto(build: _Build, study: Study, objectives: Sequence[tuple[str, str]],
               Items(tuple(fronts) or ("no completed search trial",)))
 
 
-def _importance(build: _Build, study: Study, metric: str, mode: str) -> None:
+def _importance(build: Build, study: Study, metric: str, mode: str) -> None:
     done = T.search_trials(study.tables.trials)
     if metric not in done.columns:
         build.add(Text(f"Parameter importance: skipped (no {metric} column in this study)."))
@@ -578,7 +518,7 @@ PROVENANCE_LABELS: dict[str, str] = {
 }
 
 
-def _provenance_section(build: _Build, studies: Sequence[Study]) -> None:
+def _provenance_section(build: Build, studies: Sequence[Study]) -> None:
     rows = []
     for study in studies:
         t = study.tables.trials
@@ -600,69 +540,3 @@ def _provenance_section(build: _Build, studies: Sequence[Study]) -> None:
         "device, GPU and host are where the trials really ran)."), Table(pd.DataFrame(rows)))
 
 
-# --- rendering -----------------------------------------------------------------------------
-
-
-def render_markdown(blocks: Sequence[Block]) -> str:
-    """GitHub Markdown; figures linked as ``figures/<name>.png`` (relative)."""
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append("#" * block.level + " " + block.text)
-        elif isinstance(block, Text):
-            parts.append(block.text)
-        elif isinstance(block, Items):
-            parts.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, Table):
-            parts.append(T.to_markdown(block.frame))
-        else:
-            png, svg = f"{FIGURES_DIR}/{block.name}.png", f"{FIGURES_DIR}/{block.name}.svg"
-            parts.append(f"![{_alt(block.caption)}]({png})\n\n*{block.caption}* ([SVG]({svg}))")
-    return "\n\n".join(parts) + "\n"
-
-
-def _alt(text: str) -> str:
-    return text.replace("[", "(").replace("]", ")")
-
-
-def _inline_html(text: str) -> str:
-    escaped = html.escape(text)
-    escaped = re.sub(r"\[`([^`]+)`\]\(([^)\s]+)\)", r"<code>\1</code>", escaped)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*([^*]+)\*", r"<em>\1</em>",
-                                                          escaped))
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.8em;margin:1em 0;
-max-width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child,th:first-child{text-align:left}td.group{font-style:italic;font-weight:600;
-background:#fafafa}th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}
-figcaption{font-size:0.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
-
-
-def render_html(title: str, blocks: Sequence[Block],
-                figures: dict[str, dict[str, bytes]]) -> str:
-    """One self-contained HTML page: inline CSS, figures as base64 PNG, no external asset."""
-    body = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Text):
-            body.append(f"<p>{_inline_html(block.text)}</p>")
-        elif isinstance(block, Items):
-            body.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in block.items)
-                        + "</ul>")
-        elif isinstance(block, Table):
-            table = block.frame.to_html(index=False, border=0, escape=True)
-            if block.markup:
-                table = re.sub(r"\*\*([^*<]+)\*\*", r"<strong>\1</strong>", table)
-                table = re.sub(r"<td>\*([^*<]+)\*</td>", r'<td class="group">\1</td>', table)
-            body.append(table.replace(",", ",<wbr>"))  # long cell labels may wrap at commas
-        else:
-            data = base64.b64encode(figures[block.name]["png"]).decode()
-            body.append(f'<figure><img src="data:image/png;base64,{data}" '
-                        f'alt="{html.escape(block.caption)}"><figcaption>'
-                        f"{html.escape(block.caption)}</figcaption></figure>")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
