@@ -460,20 +460,24 @@ def export_cmd(study_dir: str) -> None:
 def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
             group_by: str | None, formats: str, layout: str | None,
             metrics: str | None) -> None:
-    """Compare the best trials of one or more studies: tables, figures, report.md/.html.
+    """Compare the best trials of one or more studies: tables, figures, report.md/.html; or
+    report on one run folder (lt-ray train --out): its metrics, curves and per-class recall.
 
-    Reads only the studies' Parquet files and study.json (no Ray)."""
+    Reads only the studies' Parquet files and study.json, or the run's metrics.json (no Ray)."""
     from lt_ray.analysis import analyze as run_analysis
 
     setup_logging()
     report = run_analysis(list(studies), out=out, select=select, group_by=group_by,
                           formats=formats, layout=layout, metrics=metrics)
-    click.echo(report.markdown)
+    if report.markdown:
+        click.echo(report.markdown)
     per_class = [f for f in report.figures if "per_class" in f and f.endswith(".png")]
     if per_class:
         click.echo(f"per-class recall: {report.out}/{per_class[0]}")
-    click.echo(f"{len(report.table)} table row(s), {len(report.figures) // 2} figure(s) -> "
-               f"{report.out}/report.md, report.html")
+    what = ("run report" if report.layout == "run" else
+            f"{report.layout} table of {len(report.table)} selected group(s) and output(s)")
+    click.echo(f"{what}, {len(report.figures) // 2} figure(s) -> {report.out}/report.md, "
+               "report.html")
 
 
 if __name__ == "__main__":  # pragma: no cover

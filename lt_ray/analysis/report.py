@@ -39,6 +39,7 @@ from lt_ray.analysis.render import (
     figure_names,
     write_report,
 )
+from lt_ray.analysis.run_report import analyze_run, is_run_folder
 from lt_ray.errors import LTRayError
 from lt_ray.results import schema as S
 
@@ -63,6 +64,7 @@ class Report:
     figures: tuple[str, ...]
     notes: tuple[str, ...] = ()
     markdown: str = ""  # the comparison table as Markdown (what the CLI prints)
+    layout: str = "long"  # paper, long, or run (the report of one run folder)
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -95,6 +97,16 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     locations = [os.fspath(p) for p in items]
+    runs = [loc for loc in locations if is_run_folder(loc)]
+    if runs:
+        if len(locations) > 1:
+            raise LTRayError(f"{runs[0]} is a run folder: give one run folder alone, or study "
+                             "folders")
+        out_dir = _out_dir(locations, out)
+        written, build, _ = analyze_run(storage.normalize(locations[0]), out_dir)
+        return Report(out=out_dir, table=pd.DataFrame(), files=tuple(written),
+                      figures=figure_names(build), notes=tuple(build.notes), markdown="",
+                      layout="run")
     fmts = parse_formats(formats)
     chosen = P.parse_metrics(metrics)
     if layout not in (None, *LAYOUTS):
@@ -142,7 +154,7 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     title = "lt-ray analysis: " + ", ".join(s.name for s in studies)
     written = write_report(out_dir, files, build, title)
     return Report(out=out_dir, table=table, files=tuple(written), figures=figure_names(build),
-                  notes=tuple(build.notes),
+                  notes=tuple(build.notes), layout="long" if paper is None else "paper",
                   markdown=markdown)
 
 
