@@ -34,13 +34,14 @@ LEGACY_FINAL_FILE = "final.json"  # what trials of lt-ray <= 0.1 (before issue 1
 TRIAL_KEYS = ("device", "gpu_name", "hostname")  # reported by the trial itself, not the driver
 
 
-def tune_statuses(results: Any) -> dict[str, str]:
-    """Tune's own status of every trial (TERMINATED, ERROR, PENDING, RUNNING, PAUSED), read
-    back from the experiment state through the public ExperimentAnalysis."""
+def tune_trials(results: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Tune's own status (TERMINATED, ERROR, PENDING, RUNNING, PAUSED) and config of every
+    trial, read back from the experiment state through the public ExperimentAnalysis (a
+    trial that never started has its config there, not in its empty folder)."""
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
-    return {t.trial_id: t.status for t in analysis.trials}
+    return {t.trial_id: (t.status, dict(t.config or {})) for t in analysis.trials}
 
 
 def trial_status(result: Any, tune_status: str | None) -> str:
@@ -57,19 +58,20 @@ def trial_status(result: Any, tune_status: str | None) -> str:
 def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
     """TrialRecords of a study's ResultGrid; ``study`` is the content of ``study.json``."""
     cells = {int(c["index"]): c["values"] for c in study["cells"]}
-    statuses = tune_statuses(results) if len(results) else {}
+    known = tune_trials(results) if len(results) else {}
     records = []
     for result in results:
-        raw = dict(result.config or {})
+        trial_id = Path(result.path).name  # the trial's folder is named by its id
+        tune_status, tune_config = known.get(trial_id, (None, {}))
+        raw = dict(result.config or tune_config)
         cell = cells[int(raw.pop(CELL_KEY, 0))]
         repeat_of = raw.pop(REPEAT_KEY, None)
         searched = {k: v for k, v in raw.items() if not k.startswith("_")}
         config = resolve_trial(study["base"], cell, searched).config
-        trial_id = Path(result.path).name  # the trial's folder is named by its id
         metrics = dict(result.metrics or {})
         if metrics.get("trial_id", trial_id) != trial_id:
             metrics = {}  # an interrupted trial's actor last ran another trial (reuse_actors)
-        status = trial_status(result, statuses.get(trial_id))
+        status = trial_status(result, tune_status)
         named = output_metric_columns(metrics)
         final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *named, *HISTORY_KEYS)}
         final["wall_time_s"] = _num(metrics.get("time_total_s"))  # Tune's trial wall time
