@@ -30,6 +30,7 @@ FAMILY = "family"
 BLOCK = "block"  # the column group: dataset and imbalance factor
 SELECTED = "selected_output"  # the output the cell's search selected on (its primary)
 OTHER_FAMILY = "other"
+BASE_FAMILY = "base"  # an output that is the plug-in's base model (lt_ray.methods.BASE_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class PaperTable:
     metrics: tuple[str, ...]
     footnote: str
     notes: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()  # every group the studies declare, in order (colours)
 
     @property
     def empty(self) -> bool:
@@ -84,12 +86,18 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
     place = {key: i for i, key in enumerate(declared)}  # studies as given, cells in order
     families = [f for s in studies for f in s.meta.get("families") or []]
     where = {(r[S.STUDY], r[S.CELL]): r for _, r in selected.iterrows()}
+    bases = {(s.name, o.get("name")) for s in studies
+             for outputs in (s.meta.get("outputs") or {}).values() if isinstance(outputs, list)
+             for o in outputs if isinstance(o, dict) and o.get("family") == BASE_FAMILY}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     for _, line in table.iterrows():
         key = (str(line[S.STUDY]), str(line[S.CELL]))
         cell = declared.get(key, {})
-        row = (cell.get("rows") or {}).get(line[T.OUTPUT] or "")
+        output = line[T.OUTPUT] or ""
+        if output != cell.get("primary", output) and (key[0], output) not in bases:
+            continue  # an output the cell's search did not tune: the long table has it
+        row = (cell.get("rows") or {}).get(output)
         if row is None:
             notes.append(f"{key[0]} / {key[1] or 'all trials'} ({line[T.OUTPUT] or 'its output'}):"
                          " no row name declared; shown by its cell")
@@ -123,7 +131,8 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
     frame = frame.assign(_r=frame[ROW].map(rank), _b=frame[BLOCK].map(names.index)).sort_values(
         ["_r", "_b"]).drop(columns=["_r", "_b"]).reset_index(drop=True)
     return PaperTable(frame=frame, rows=tuple(rows), blocks=tuple(names),
-                      metrics=tuple(metrics), footnote=_footnote(frame), notes=tuple(notes))
+                      metrics=tuple(metrics), footnote=_footnote(frame), notes=tuple(notes),
+                      families=tuple(order))
 
 
 def _number(value: Any) -> float:
@@ -162,7 +171,9 @@ def _footnote(frame: pd.DataFrame) -> str:
     return (f"Test half of the official test set (held out: no search saw it), last epoch, in "
             f"%; each row's configuration is the best of its cell's search trials on the "
             f"validation half by {selected_on}; values are {spread}. Bold: the best mean of "
-            f"each column. Rows of a plug-in re-train the classifier of the base named first.")
+            f"each column. Rows of a plug-in re-train the classifier of the base named first; "
+            f"a plug-in cell shows the output its search selected on and its base (its other "
+            f"outputs, not tuned for, are in the long table).")
 
 
 # --- text forms ----------------------------------------------------------------------------

@@ -205,11 +205,13 @@ FAMILY_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3", "#937860")
 
 
 def paper_figure(frame: pd.DataFrame, rows: Sequence[tuple[str, str]], blocks: Sequence[str],
-                 metrics: Sequence[str]) -> Figure:
-    """Horizontal bars per method row (in table order, coloured by group), one panel per
-    metric, one bar per dataset/IF block (shaded), error bars the seed std."""
-    families = list(dict.fromkeys(f for f, _ in rows))
-    color = {f: FAMILY_COLORS[i % len(FAMILY_COLORS)] for i, f in enumerate(families)}
+                 metrics: Sequence[str], families: Sequence[str] = ()) -> Figure:
+    """Horizontal bars per method row (in table order, coloured by group: the colour of a group
+    is its place in ``families``, the same in every report), one panel per metric, one bar per
+    dataset/IF block (shaded), error bars the seed std."""
+    order = list(dict.fromkeys([*families, *(f for f, _ in rows)]))
+    color = {f: FAMILY_COLORS[i % len(FAMILY_COLORS)] for i, f in enumerate(order)}
+    families = [f for f in order if any(f == g for g, _ in rows)]
     height = 0.8 / max(len(blocks), 1)
     fig = Figure(figsize=(3.6 * len(metrics) + 2.4, 0.9 + 0.32 * len(rows) * len(blocks) + 1.0))
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]

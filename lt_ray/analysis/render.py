@@ -102,8 +102,9 @@ def _inline_html(text: str) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.8em;margin:1em 0;
-max-width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child,th:first-child{text-align:left}td.group{font-style:italic;font-weight:600;
+max-width:100%}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;
+white-space:nowrap}td:first-child,th:first-child{text-align:left;white-space:normal}
+td:nth-child(2){white-space:normal}td.group{font-style:italic;font-weight:600;
 background:#fafafa}th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}
 figcaption{font-size:0.9em;color:#555}code{background:#f3f3f3;padding:0 3px}"""
 

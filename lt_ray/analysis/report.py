@@ -97,12 +97,12 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     locations = [os.fspath(p) for p in items]
+    out_dir = _out_dir(locations, out)
     runs = [loc for loc in locations if is_run_folder(loc)]
     if runs:
         if len(locations) > 1:
             raise LTRayError(f"{runs[0]} is a run folder: give one run folder alone, or study "
                              "folders")
-        out_dir = _out_dir(locations, out)
         written, build, _ = analyze_run(storage.normalize(locations[0]), out_dir)
         return Report(out=out_dir, table=pd.DataFrame(), files=tuple(written),
                       figures=figure_names(build), notes=tuple(build.notes), markdown="",
@@ -111,7 +111,6 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     chosen = P.parse_metrics(metrics)
     if layout not in (None, *LAYOUTS):
         raise LTRayError(f"--layout {layout}: choose {' or '.join(LAYOUTS)}")
-    out_dir = _out_dir(locations, out)
     studies = load_studies(locations)
     trials = all_trials(studies)
     groups = parse_group_by(group_by, trials)
@@ -136,10 +135,13 @@ def analyze(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     _search_section(build, studies, objectives)
     _provenance_section(build, studies)
     if paper is not None:
+        test_half, fulltest = _halves(display)
         build.add(Heading(2, "Appendix: the long table"), Text(
-            "Every selected group (study and grid cell) and output, with the selected trial, "
-            "the seven metrics and the same on the whole official test set "
-            f"([`{LONG_STEM}.md`]({LONG_STEM}.md)):"), Table(display),
+            "Every selected group (study and grid cell) and output, with the selected trial and "
+            f"the seven metrics on the test half ([`{LONG_STEM}.md`]({LONG_STEM}.md) has both "
+            "halves in one table):"), Table(test_half),
+            Text("The same on the whole official test set (its validation half drove the "
+                 "selection):"), Table(fulltest),
             *(Text(line) for line in _legends(table, declared)))
 
     markdown = (_table_text("md", table, display, caption, declared) if paper is None
@@ -181,6 +183,16 @@ def _paper_or_none(layout: str | None, group_by: Any, studies: Sequence[Study],
     return paper
 
 
+def _halves(display: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long display table as two narrower ones: the group columns with the test-half
+    metrics, and the group columns with the fulltest metrics (a page's width each)."""
+    keys = [c for c in display.columns if c[0] == ""]
+    labels = [c for c in keys if c[1] not in ("selected on", "trial", "n")]
+    test = display[keys + [c for c in display.columns if c[0] == T.TEST_HEADER]]
+    full = display[labels + [c for c in display.columns if c[0] == T.FULLTEST_HEADER]]
+    return test, full
+
+
 def _paper_text(fmt: str, paper: P.PaperTable) -> str:
     if fmt == "csv":
         return P.to_csv(paper)
@@ -203,7 +215,7 @@ def _paper_section(build: Build, paper: P.PaperTable, missing: Sequence[str],
         shown = [m for m in PAPER_FIGURE_METRICS if m in paper.metrics] or list(
             paper.metrics[:3])
         build.figure("comparison", plots.paper_figure(paper.frame, paper.rows, paper.blocks,
-                                                      shown),
+                                                      shown, paper.families),
                      ", ".join(T.METRIC_LABELS[m] for m in shown) + " of every row of the "
                      "table (test half, %), grouped as the table; error bars: the std over the "
                      "seed repeats")

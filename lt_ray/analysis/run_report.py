@@ -28,8 +28,8 @@ def is_run_folder(location: str) -> bool:
         return (storage.is_file(storage.join(location, RUN_METRICS))
                 and storage.is_file(storage.join(location, RUN_CONFIG))
                 and not storage.is_file(storage.join(location, "trials.parquet")))
-    except LTRayError:
-        return False
+    except (LTRayError, OSError):
+        return False  # unreadable: the study reader says why
 
 
 def read_run(location: str) -> dict[str, Any]:

@@ -358,7 +358,7 @@ def test_all_failed_study_gets_a_report_that_says_so(studies):
     assert "loss is NaN at epoch 3" in md
     assert "comparison table is empty" in md
     assert (out / "report.html").is_file() and (out / "comparison.csv").is_file()
-    assert "0 table row(s)" in result.output
+    assert "long table of 0 selected group(s)" in result.output
 
 
 def test_help_lists_the_options():
