@@ -77,7 +77,14 @@ class EchoHandler(logging.Handler):
 
 
 def setup_logging() -> None:
+    """lt-ray's log records as plain lines through click. Its loggers are enabled again: a
+    library's ``logging.config.dictConfig`` (disable_existing_loggers) may have silenced
+    them."""
+    for name, other in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("lt_ray") and isinstance(other, logging.Logger):
+            other.disabled = False
     logger = logging.getLogger("lt_ray")
+    logger.disabled = False
     for handler in [h for h in logger.handlers if isinstance(h, EchoHandler)]:
         logger.removeHandler(handler)
     logger.addHandler(EchoHandler())

@@ -189,7 +189,8 @@ def build_artifact(root: str, stage: Resolved, *, data_root: str | None = None,
                   "fulltest_acc": result.metrics.get("fulltest_acc")}
         return artifacts.publish(work, root, stage, (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE),
                                  marker)
-    except KeyboardInterrupt:  # stopped on a signal: an epoch checkpoint is kept to resume
+    except (KeyboardInterrupt, SystemExit):  # stopped (a signal, Ray's shutdown of the worker):
+        # an epoch checkpoint is kept for the next build to resume
         keep = (work / CHECKPOINT_FILE).is_file()
         if keep:
             artifacts.mark_interrupted(work)

@@ -60,11 +60,13 @@ def build_lines(label: str, progress: Any) -> Iterator[None]:
     """While the block runs, the engine's lines go through a :class:`BuildLines`."""
     logger = logging.getLogger(ENGINE_LOGGER)
     handler = BuildLines(label, progress)
-    previous = logger.level
+    previous = logger.level, logger.disabled
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.disabled = False  # a dictConfig in this process may have disabled it
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(previous)
+        logger.setLevel(previous[0])
+        logger.disabled = previous[1]
