@@ -281,9 +281,18 @@ def _legends(table: pd.DataFrame, declared: DeclaredOutputs) -> list[str]:
 def _header(build: Build, studies: Sequence[Study], trials: pd.DataFrame) -> None:
     build.add(Heading(1, "lt-ray analysis: " + ", ".join(s.name for s in studies)),
               Text(f"{len(trials)} trials from {len(studies)} study folder(s): "
-                   + ", ".join(f"`{s.path}`" for s in studies)
+                   + ", ".join(f"`{_shown(s.path)}`" for s in studies)
                    + f". Made by `lt-ray analyze` (lt-ray {__version__}) from the study's "
                    "Parquet tables; the figures are PNG with an SVG twin in `figures/`."))
+
+
+def _shown(path: str) -> str:
+    """A study's location as a reader can use it: relative to the working folder when it is
+    below it (a committed report names no machine's path), else as it is."""
+    if storage.is_uri(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _selection_section(build: Build, groups: Sequence[str],
