@@ -68,7 +68,8 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def can_name_rows(studies: Sequence[Study]) -> bool:
-    """Whether every study declares its cells' rows (study.json of lt-ray ≥ 0.3)."""
+    """Whether every study declares its cells' rows (a study.json written or refreshed by
+    this lt-ray; an earlier one has none)."""
     return all(isinstance(c, dict) and isinstance(c.get("rows"), dict)
                for s in studies for c in (s.meta.get("cells") or [None]))
 
@@ -97,7 +98,8 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
         output = line[T.OUTPUT] or ""
         if output != cell.get("primary", output) and (key[0], output) not in bases:
             continue  # an output the cell's search did not tune: the long table has it
-        row = (cell.get("rows") or {}).get(output)
+        declared_rows = cell.get("rows") or {}
+        row = declared_rows.get(output)
         if row is None:
             notes.append(f"{key[0]} / {key[1] or 'all trials'} ({line[T.OUTPUT] or 'its output'}):"
                          " no row name declared; shown by its cell")
@@ -108,10 +110,9 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
                S.IMB_FACTOR: imb, BLOCK: block_name(dataset, imb), T.N: int(line[T.N]),
                S.STUDY: key[0], S.CELL: key[1], T.OUTPUT: line[T.OUTPUT],
                S.TRIAL_ID: line[S.TRIAL_ID], T.SELECTED_ON: line[T.SELECTED_ON],
-               SELECTED: cell.get("primary", line[T.OUTPUT]) == line[T.OUTPUT],
-               "_place": (place.get(key, len(place)), list(cell.get("rows") or {}).index(
-                   line[T.OUTPUT] or "") if (line[T.OUTPUT] or "") in (cell.get("rows") or {})
-                   else 0)}
+               SELECTED: cell.get("primary", output) == output,
+               "_place": (place.get(key, len(place)),
+                          list(declared_rows).index(output) if output in declared_rows else 0)}
         for metric in metrics:
             column = T.value_column("test", metric)
             rec[metric], rec[f"{metric}_std"] = line[column], line[column + "_std"]
