@@ -30,7 +30,6 @@ FAMILY = "family"
 BLOCK = "block"  # the column group: dataset and imbalance factor
 SELECTED = "selected_output"  # the output the cell's search selected on (its primary)
 OTHER_FAMILY = "other"
-BASE_FAMILY = "base"  # an output that is the plug-in's base model (lt_ray.methods.BASE_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def paper_table(table: pd.DataFrame, selected: pd.DataFrame, studies: Sequence[S
     where = {(r[S.STUDY], r[S.CELL]): r for _, r in selected.iterrows()}
     bases = {(s.name, o.get("name")) for s in studies
              for outputs in (s.meta.get("outputs") or {}).values() if isinstance(outputs, list)
-             for o in outputs if isinstance(o, dict) and o.get("family") == BASE_FAMILY}
+             for o in outputs if isinstance(o, dict) and o.get("family") == S.BASE_FAMILY}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     for _, line in table.iterrows():

@@ -115,14 +115,14 @@ def _per_class(build: Build, doc: dict[str, Any], name: str) -> None:
     recall = doc.get("per_class_recall") or {}
     outputs = run_outputs(doc)
     keys = [f"test/{o}" for o in outputs] if outputs else ["test"]
+    names, counts = doc.get("class_names") or [], doc.get("train_class_counts") or []
     rows = []
     for key in keys:
         for index, value in enumerate(recall.get(key) or []):
             rows.append({S.OUTPUT: key.partition("/")[2], S.CLASS_INDEX: index,
-                         S.CLASS_NAME: (doc.get("class_names") or [None] * (index + 1))[index],
-                         S.TRAIN_COUNT: (doc.get("train_class_counts") or [0] * (index + 1))
-                         [index], "mean": None if value is None else 100 * value,
-                         "std": float("nan")})
+                         S.CLASS_NAME: names[index] if index < len(names) else None,
+                         S.TRAIN_COUNT: counts[index] if index < len(counts) else 0,
+                         "mean": None if value is None else 100 * value, "std": float("nan")})
     build.add(Heading(2, "Per-class recall"))
     if not rows:
         build.add(Text("No per-class test recall in this run's metrics.json."))

@@ -21,6 +21,7 @@ from lt_ray.losses import LOSSES
 from lt_ray.methods.base import Method, NoArgs
 from lt_ray.models import HEADS
 from lt_ray.registry import Registry
+from lt_ray.results.schema import BASE_FAMILY  # Output.family: the row goes with its stage's
 from lt_ray.rules import RULES
 
 Build = Callable[[ExperimentConfig, LTContext, Any, "Method | None"], Method]
@@ -38,7 +39,6 @@ class Recipe:
 
 #: The groups of a comparison table's rows, in table order (``MethodSpec.family``).
 FAMILIES: tuple[str, ...] = ("simple methods", "earlier improvements", "GML plug-in")
-BASE_FAMILY = "base"  # Output.family: the row belongs where its stage's row does
 
 
 @dataclass(frozen=True, kw_only=True)

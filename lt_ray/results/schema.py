@@ -19,6 +19,9 @@ from lt_ray.metrics import ALL_NAMES, is_eval_stat, parse_metric_name
 
 FORMAT_VERSION = "2"  # stored in each file's schema metadata under b"lt_ray.results.format"
 STUDY_FILE_VERSION = 1  # of a study's study.json (the driver writes, analyze reads)
+#: study.json ``outputs[*].family`` of an output that is the plug-in's base model (its row
+#: belongs with its stage's): declared by the methods, read by the analysis.
+BASE_FAMILY = "base"
 METADATA = {b"lt_ray.results.format": FORMAT_VERSION.encode()}
 
 TRIALS_FILE = "trials.parquet"

@@ -146,11 +146,12 @@ def declarations(spec: SweepSpec, artifacts: str) -> dict[str, Any]:
     cells = []
     for cell in spec.cells():
         resolved = spec.resolve_cell(cell)
-        seeds = dict.fromkeys([resolved.config.seed, *spec.repeat_seeds])
+        by_seed = {resolved.config.seed: resolved}  # the search's own seed, then the repeats'
+        for seed in spec.repeat_seeds:
+            by_seed.setdefault(seed, spec.resolve_cell(cell, {"seed": seed}))
         stages = [{"seed": seed, "hash": stage.hash, "method": stage.config.method.name,
                    "title": _row_of(stage).name, "epochs": stage.config.train.epochs}
-                  for seed in seeds
-                  for stage in spec.resolve_cell(cell, {"seed": seed}).chain()
+                  for seed, run in by_seed.items() for stage in run.chain()
                   if stage.checkpoint is None]
         cells.append({"id": cell.id, "index": cell.index, "values": cell.values,
                       "label": cell_label(cell.values),
