@@ -39,6 +39,10 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), st
 SPLITS = ("train", "val", "test", "fulltest")
 EVAL_PREFIXES = ("val_", "test_", "fulltest_")
 NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
+#: ``train.compile=auto`` compiles the training step of a run with at least this many steps on
+#: this device type: from there the faster steps repay the compile time (README, "torch.compile",
+#: has the measurements). A device type without an entry stays eager under ``auto``.
+COMPILE_AUTO_MIN_STEPS: dict[str, int] = {"cpu": 2000}
 
 
 @dataclass
@@ -166,6 +170,16 @@ def encode_splits(method: Method, data: LTData, train: TrainConfig,
     return out
 
 
+def compiles(method: Method, train: TrainConfig, device: torch.device, steps: int) -> bool:
+    """Whether ``train.compile`` compiles this run's training step (``steps``: those it will
+    take): ``on`` always, ``off`` never, ``auto`` for a method that compiles cleanly
+    (``Method.compilable``) on a run long enough to repay it (:data:`COMPILE_AUTO_MIN_STEPS`)."""
+    if train.compile != "auto":
+        return train.compile == "on"
+    threshold = COMPILE_AUTO_MIN_STEPS.get(device.type)
+    return method.compilable and threshold is not None and steps >= threshold
+
+
 def build_optimizer(method: Method, cfg: ExperimentConfig) -> torch.optim.SGD:
     groups = method.param_groups()
     for group in groups:
@@ -197,6 +211,8 @@ def fit(
     eval_dtype = None if train.eval_precision == "fp32" else dtype
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     method.to(device=device, memory_format=memory_format)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: pick the fastest kernels
     data = data.to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(
@@ -234,6 +250,12 @@ def fit(
         return checkpoint_path
 
     epochs = train.epochs if method.trainable else 0  # nothing to train: evaluate only
+    train_step = method.training_step
+    compiled = epochs > start_epoch and compiles(method, train, device,
+                                                 (epochs - start_epoch) * len(loader))
+    if compiled:  # fixed shapes: the last, smaller batch of an epoch gets its own graph
+        train_step = torch.compile(method.training_step, dynamic=False)
+        log.info("training step compiled with torch.compile (train.compile=%s)", train.compile)
     start_time = time.perf_counter()
     last_eval: dict[str, float] = {}
     last_per_class: dict[str, list[float]] = {}
@@ -251,7 +273,7 @@ def fit(
         seen = 0
         for step, batch in enumerate(loader):
             with autocast(device, dtype):
-                out = method.training_step(batch)
+                out = train_step(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
@@ -303,6 +325,7 @@ def fit(
         "wall_time_s": time.perf_counter() - start_time,
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "device": str(device),
+        "compiled": compiled,
     }
     return FitResult(final, last_per_class, history)
 
