@@ -51,7 +51,7 @@ from throughput import plain_rate, small_eval_data  # noqa: E402  (the same hand
 
 from lt_ray.config import ExperimentConfig  # noqa: E402
 from lt_ray.data import build_dataset  # noqa: E402
-from lt_ray.data.pack import read_pack, sha256_file, write_pack  # noqa: E402
+from lt_ray.data.pack import read_pack, write_pack  # noqa: E402
 from lt_ray.engine import fit, resolve_precision  # noqa: E402
 from lt_ray.experiment import build_method, run, seed_everything  # noqa: E402
 from lt_ray.resolution import resolve  # noqa: E402

@@ -180,6 +180,31 @@ def compiles(method: Method, train: TrainConfig, device: torch.device, steps: in
     return method.compilable and threshold is not None and steps >= threshold
 
 
+def compiled_step(method: Method, *, fallback: bool) -> Callable[[Any], Any]:
+    """``method.training_step`` through ``torch.compile`` (fixed shapes: the last, smaller batch
+    of an epoch gets its own graph). With ``fallback`` (``train.compile=auto``) a step whose
+    compilation fails runs eagerly, and so does the rest of the run, with one warning."""
+    step = torch.compile(method.training_step, dynamic=False)
+    log.info("training step compiled with torch.compile")
+    if not fallback:
+        return step
+    eager = False
+
+    def run_step(batch: Any) -> Any:
+        nonlocal eager
+        if eager:
+            return method.training_step(batch)
+        try:
+            return step(batch)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: go on eagerly
+            log.warning("torch.compile failed (%s: %s); training eagerly (train.compile=auto)",
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            eager = True
+            return method.training_step(batch)
+
+    return run_step
+
+
 def build_optimizer(method: Method, cfg: ExperimentConfig) -> torch.optim.SGD:
     groups = method.param_groups()
     for group in groups:
@@ -250,12 +275,10 @@ def fit(
         return checkpoint_path
 
     epochs = train.epochs if method.trainable else 0  # nothing to train: evaluate only
-    train_step = method.training_step
     compiled = epochs > start_epoch and compiles(method, train, device,
                                                  (epochs - start_epoch) * len(loader))
-    if compiled:  # fixed shapes: the last, smaller batch of an epoch gets its own graph
-        train_step = torch.compile(method.training_step, dynamic=False)
-        log.info("training step compiled with torch.compile (train.compile=%s)", train.compile)
+    train_step = compiled_step(method, fallback=train.compile == "auto") if compiled \
+        else method.training_step
     start_time = time.perf_counter()
     last_eval: dict[str, float] = {}
     last_per_class: dict[str, list[float]] = {}

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 from cifar_files import make_cifar10
-from conftest import SHARED_DATA
 
+from conftest import HAS_CIFAR10, SHARED_DATA
 from lt_ray.config import DataConfig
 from lt_ray.data import LTData, build_dataset
 from lt_ray.data.pack import MANIFEST, _difference, _undifference, read_pack, write_pack
 from lt_ray.errors import DataError
-
-HAVE_CIFAR10 = (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file()
 
 
 def assert_same(a: LTData, b: LTData) -> None:
@@ -70,7 +68,7 @@ def test_damaged_or_missing_pack_is_refused(tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not HAVE_CIFAR10, reason=f"no CIFAR-10 at {SHARED_DATA}")
+@pytest.mark.skipif(not HAS_CIFAR10, reason=f"no CIFAR-10 at {SHARED_DATA}")
 def test_real_if100_pack_equals_the_split_and_travels(tmp_path):
     cfg = DataConfig(dataset="cifar10", imb_factor=100, download=False)
     built = build_dataset(cfg, SHARED_DATA)
