@@ -15,7 +15,9 @@ Steps:
 ``run --out DIR`` (on the GPU machine; ``benchmarks/device_check.sh`` installs the wheels):
     phase 1, throughput (~1 min): training images/s of CE ResNet-32 in bf16/fp32 x batch
     128/512, bf16 with ``train.compile=on`` (compile time reported), a hand-written loop in
-    the same process (the engine's ratio to it), RIDE (3 experts) and PaCo; phase 2, packing
+    the same process (the engine's ratio to it), RIDE (3 experts) and PaCo, and a profiled
+    CE epoch (the share of time the GPU runs kernels: whether batches wait on Python, its
+    trace kept); phase 2, packing
     (the rest of the budget): one CE process alone for a few epochs (the baseline), then
     CE, BSCE, LDAM-DRW and LADE as four processes at once for a few epochs (the packing
     probe), then the same four at 200 epochs, or at as many as the probe's speed fits in the
@@ -47,7 +49,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import plain_rate, small_eval_data  # noqa: E402  (the same hand loop)
+from throughput import plain_rate, small_eval_data, subset  # noqa: E402  (the same loops)
 
 from lt_ray.config import ExperimentConfig  # noqa: E402
 from lt_ray.data import build_dataset  # noqa: E402
@@ -191,6 +193,35 @@ def peak_mib(device: torch.device) -> float | None:
     peak = torch.cuda.max_memory_allocated(device) / 2**20
     torch.cuda.reset_peak_memory_stats(device)
     return round(peak, 1)
+
+
+def gpu_trace(data: Any, plan: Plan, out: Path) -> dict[str, Any]:
+    """Whether batches wait on Python: the share of a profiled CE epoch (bf16, batch 128, 20
+    steps, after a warm-up epoch) during which the GPU runs kernels. Near 1: the GPU is the
+    limit; far below: the step is bound by Python and kernel launches. The trace is kept."""
+    if plan.device != "cuda":
+        return {"skipped": "no GPU (the CPU has no kernel timeline to read)"}
+    from torch.profiler import ProfilerActivity, profile
+
+    train = subset(data.train, 20 * 128, data.num_classes)
+    small = replace(small_eval_data(data), train=train,
+                    class_counts=torch.bincount(train.y, minlength=data.num_classes))
+    cfg = resolve(train_config("ce", 1, plan, eval_every=10_000, compile="off")).config
+    device = torch.device(plan.device)
+    seed_everything(0)
+    fit(build_method(resolve(cfg), small, device), small, cfg)  # warm-up: cudnn's choices
+    method = build_method(resolve(cfg), small, device)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fit(method, small, cfg)
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    kernels_us = sum(e.self_device_time_total for e in prof.key_averages()
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    prof.export_chrome_trace(str(out / "trace_ce_bf16_b128.json"))
+    return {"steps": 20, "wall_s": round(wall, 3), "kernel_s": round(kernels_us / 1e6, 3),
+            "gpu_busy": round(kernels_us / 1e6 / wall, 3)}
 
 
 def phase_throughput(data: Any, plan: Plan, log: Any) -> dict[str, Any]:
@@ -352,6 +383,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {"environment": environment(plan), "plan": plan.__dict__,
                                    "budget_s": plan.budget_s}
         summary["throughput"] = phase_throughput(data, plan, log)
+        summary["trace"] = gpu_trace(data, plan, out)
+        log(f"trace: {summary['trace']}")
         summary["phase1_s"] = round(time.perf_counter() - start, 1)
         summary["packing"] = phase_packing(pack, len(data.train), plan, deadline, log)
     summary["total_s"] = round(time.perf_counter() - start, 1)
@@ -390,6 +423,10 @@ def markdown(s: dict[str, Any]) -> str:
             note = f"engine / hand loop = {v['engine_ratio']}"
         lines.append(f"| {key} | {v['images_per_s']} | {v.get('first_epoch_s', '-')} | "
                      f"{v.get('epoch_s', '-')} | {v.get('peak_mem_mib') or '-'} | {note} |")
+    tr = s["trace"]
+    lines += ["", "GPU busy during a profiled CE epoch (bf16, batch 128): " + (
+        f"{tr['gpu_busy']} ({tr['kernel_s']} s of kernels in {tr['wall_s']} s; trace "
+        "trace_ce_bf16_b128.json)" if "gpu_busy" in tr else f"skipped: {tr['skipped']}") + "."]
     lines += ["", "## Phase 2: four trainings on one device (paper recipes, seed 0)", "",
               f"Baseline, one CE process alone: {pk['baseline']['images_per_s']} images/s. "
               f"Four processes at once: {pk['aggregate_images_per_s']} images/s together, "
