@@ -39,10 +39,13 @@ _FLOAT_RE = re.compile(
         |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
+BOOL_TAG = "tag:yaml.org,2002:bool"
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with YAML 1.2 floats (``5e-4``, ``1E5`` and ``2e0`` are numbers) and
+    """PyYAML's SafeLoader with YAML 1.2 floats (``5e-4``, ``1E5`` and ``2e0`` are numbers),
+    YAML 1.2 booleans (``true``/``false`` only: ``on``, ``off``, ``yes``, ``no`` are strings) and
     no duplicate keys.
 
     YAML 1.1 (PyYAML) needs a dot and a signed exponent (``5.0e-4``) and reads ``5e-4`` as the
@@ -73,11 +76,13 @@ class YamlLoader(yaml.SafeLoader):
 
 
 YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (FLOAT_TAG, BOOL_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 for _first in "-+0123456789.":
     YamlLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (FLOAT_TAG, _FLOAT_RE))
+for _first in "tTfF":  # YAML 1.2 booleans: true and false only (`compile: off` is a string)
+    YamlLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, (BOOL_TAG, _BOOL_RE))
 
 
 def yaml_load(text: str) -> Any:
@@ -156,11 +161,13 @@ class TrainConfig:
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of one cutout square in pixels; 0 disables
     checkpoint_every: int = 1  # write the resumable checkpoint every N epochs
+    compile: str = "auto"  # off | on | auto: torch.compile the training step (auto: where it pays)
 
 
 #: Precisions of ``train.precision`` (besides ``auto``) and ``train.eval_precision``.
 PRECISIONS = ("fp32", "bf16", "fp16")
 EVAL_PRECISIONS = ("fp32", "train")  # evaluate in fp32, or with the training autocast
+COMPILE_MODES = ("auto", "off", "on")  # train.compile
 #: The key of the ``pretrained:`` section that names a checkpoint trained elsewhere.
 CHECKPOINT_KEY = "checkpoint"
 

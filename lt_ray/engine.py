@@ -39,6 +39,10 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), st
 SPLITS = ("train", "val", "test", "fulltest")
 EVAL_PREFIXES = ("val_", "test_", "fulltest_")
 NAN_CHECK_EVERY = 20  # steps between finiteness checks of the running loss (avoids GPU syncs)
+#: ``train.compile=auto`` compiles the training step of a run with at least this many steps on
+#: this device type: from there the faster steps repay the compile time (README, "torch.compile",
+#: has the measurements). A device type without an entry stays eager under ``auto``.
+COMPILE_AUTO_MIN_STEPS: dict[str, int] = {"cpu": 2000}
 
 
 @dataclass
@@ -166,6 +170,41 @@ def encode_splits(method: Method, data: LTData, train: TrainConfig,
     return out
 
 
+def compiles(method: Method, train: TrainConfig, device: torch.device, steps: int) -> bool:
+    """Whether ``train.compile`` compiles this run's training step (``steps``: those it will
+    take): ``on`` always, ``off`` never, ``auto`` for a method that compiles cleanly
+    (``Method.compilable``) on a run long enough to repay it (:data:`COMPILE_AUTO_MIN_STEPS`)."""
+    if train.compile != "auto":
+        return train.compile == "on"
+    threshold = COMPILE_AUTO_MIN_STEPS.get(device.type)
+    return method.compilable and threshold is not None and steps >= threshold
+
+
+def compiled_step(method: Method, *, fallback: bool) -> Callable[[Any], Any]:
+    """``method.training_step`` through ``torch.compile`` (fixed shapes: the last, smaller batch
+    of an epoch gets its own graph). With ``fallback`` (``train.compile=auto``) a step whose
+    compilation fails runs eagerly, and so does the rest of the run, with one warning."""
+    step = torch.compile(method.training_step, dynamic=False)
+    log.info("training step compiled with torch.compile")
+    if not fallback:
+        return step
+    eager = False
+
+    def run_step(batch: Any) -> Any:
+        nonlocal eager
+        if eager:
+            return method.training_step(batch)
+        try:
+            return step(batch)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: go on eagerly
+            log.warning("torch.compile failed (%s: %s); training eagerly (train.compile=auto)",
+                        type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            eager = True
+            return method.training_step(batch)
+
+    return run_step
+
+
 def build_optimizer(method: Method, cfg: ExperimentConfig) -> torch.optim.SGD:
     groups = method.param_groups()
     for group in groups:
@@ -197,6 +236,8 @@ def fit(
     eval_dtype = None if train.eval_precision == "fp32" else dtype
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     method.to(device=device, memory_format=memory_format)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: pick the fastest kernels
     data = data.to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(
@@ -234,6 +275,10 @@ def fit(
         return checkpoint_path
 
     epochs = train.epochs if method.trainable else 0  # nothing to train: evaluate only
+    compiled = epochs > start_epoch and compiles(method, train, device,
+                                                 (epochs - start_epoch) * len(loader))
+    train_step = compiled_step(method, fallback=train.compile == "auto") if compiled \
+        else method.training_step
     start_time = time.perf_counter()
     last_eval: dict[str, float] = {}
     last_per_class: dict[str, list[float]] = {}
@@ -251,7 +296,7 @@ def fit(
         seen = 0
         for step, batch in enumerate(loader):
             with autocast(device, dtype):
-                out = method.training_step(batch)
+                out = train_step(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
@@ -303,6 +348,7 @@ def fit(
         "wall_time_s": time.perf_counter() - start_time,
         "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
         "device": str(device),
+        "compiled": compiled,
     }
     return FitResult(final, last_per_class, history)
 

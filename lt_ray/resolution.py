@@ -28,6 +28,7 @@ from lt_ray import storage
 from lt_ray.checkpoint import load_checkpoint
 from lt_ray.config import (
     CHECKPOINT_KEY,
+    COMPILE_MODES,
     EVAL_PRECISIONS,
     PRECISIONS,
     DataConfig,
@@ -53,6 +54,9 @@ RUN_ONLY_FIELDS = (
     ("data", "root"), ("data", "download"), ("train", "device"), ("train", "eval_every"),
     ("train", "eval_batch_size"), ("train", "checkpoint_every"),
 )
+#: Run-only fields added later: left out of the hash in every stage (a base trained with or
+#: without torch.compile is the same artifact).
+EXECUTION_FIELDS = (("train", "compile"),)
 #: Fields added after artifacts were first published, with their default: hashed only when
 #: they differ from it, so the artifacts of earlier versions stay valid (no base is retrained).
 LATER_FIELDS = (("optim", "milestone_lag_epochs", 0),)
@@ -286,6 +290,11 @@ def _validate(cfg: ExperimentConfig, spec: MethodSpec) -> None:
             f"train.eval_precision={t.eval_precision!r} is unknown "
             f"({', '.join(EVAL_PRECISIONS)})"
         )
+    if t.compile not in COMPILE_MODES:
+        raise ConfigError(
+            f"train.compile={t.compile!r} is unknown ({', '.join(COMPILE_MODES)}; auto compiles "
+            "where it pays)"
+        )
     if t.sampler not in SAMPLERS:
         raise ConfigError(f"train.sampler: {SAMPLERS.unknown_message(t.sampler)}")
     check_device_name(t.device)
@@ -355,8 +364,9 @@ def last_phase_start(run: Resolved) -> int:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """16 hex digits of the SHA-256 of a resolved config, without :data:`RUN_ONLY_FIELDS` and
-    without :data:`LATER_FIELDS` at their default (in its stages too)."""
+    """16 hex digits of the SHA-256 of a resolved config, without :data:`RUN_ONLY_FIELDS`,
+    without :data:`LATER_FIELDS` at their default and without :data:`EXECUTION_FIELDS` (these
+    two in its stages too)."""
     raw = cfg.to_dict()
     for section, key in RUN_ONLY_FIELDS:
         raw.get(section, {}).pop(key, None)
@@ -365,6 +375,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
         for section, key, default in LATER_FIELDS:
             if stage.get(section, {}).get(key, default) == default:
                 stage.get(section, {}).pop(key, None)
+        for section, key in EXECUTION_FIELDS:
+            stage.get(section, {}).pop(key, None)
         stage = stage.get("pretrained")
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

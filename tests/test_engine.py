@@ -125,3 +125,74 @@ def test_eval_precision_is_validated_and_recorded(tiny_cfg):
     train_eval = run(resolve(cfg.replace({"train.eval_precision": "train"})), None).metrics
     assert fp32_eval["train_loss"] == train_eval["train_loss"]  # same training either way
     assert fp32_eval["precision"] == "bfloat16"
+
+
+def test_compile_modes_decide_per_run_length(tiny_cfg):
+    from lt_ray.engine import COMPILE_AUTO_MIN_STEPS, compiles
+    from lt_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.compile='yes' is unknown"):
+        resolve(tiny_cfg.replace({"train.compile": "yes"}))
+    data = build_dataset(tiny_cfg.data)
+    cpu = torch.device("cpu")
+    ce = build_method(resolve(tiny_cfg), data, cpu)
+    paco = build_method(resolve(tiny_cfg.replace({"method.name": "paco"})), data, cpu)
+    threshold = COMPILE_AUTO_MIN_STEPS["cpu"]
+    for mode, steps, method, expected in (
+        ("off", 10**9, ce, False), ("on", 1, ce, True), ("on", 1, paco, True),
+        ("auto", threshold - 1, ce, False), ("auto", threshold, ce, True),
+        ("auto", 10**9, paco, False),  # not compilable: its views use kornia's Python RNG
+    ):
+        train = tiny_cfg.replace({"train.compile": mode}).train
+        assert compiles(method, train, cpu, steps) is expected, (mode, steps)
+    # a device type without a measured threshold stays eager under auto
+    assert not compiles(ce, tiny_cfg.train, torch.device("cuda"), 10**9)
+
+
+def test_compiled_step_trains_as_the_eager_one(tiny_cfg, monkeypatch):
+    """train.compile=on routes every step through torch.compile (here with dynamo's eager
+    backend: the captured graph, run by eager kernels, so the numbers are exact)."""
+    calls = []
+    real = torch.compile
+
+    def eager_compile(fn, **kwargs):
+        calls.append((fn.__name__, kwargs))
+        return real(fn, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    # one batch per epoch (one graph to capture); three epochs of steps to compare
+    cfg = tiny_cfg.replace({"train.epochs": 3, "train.precision": "fp32",
+                            "train.batch_size": 256})
+    eager = run(resolve(cfg.replace({"train.compile": "off"})), None)
+    compiled = run(resolve(cfg.replace({"train.compile": "on"})), None)
+    assert calls == [("training_step", {"dynamic": False})]
+    assert (eager.metrics["compiled"], compiled.metrics["compiled"]) == (False, True)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert compiled.metrics["test_acc"] == pytest.approx(eager.metrics["test_acc"], abs=0.02)
+
+
+def test_auto_compile_falls_back_to_eager_when_compilation_fails(tiny_cfg, monkeypatch,
+                                                                  caplog):
+    """A compiler failure under train.compile=auto costs one warning, not the run; under
+    train.compile=on it is the run's error."""
+    import lt_ray.engine as engine
+
+    def broken(fn, **kwargs):
+        def step(batch):
+            raise RuntimeError("no C++ compiler found\ndetails")
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setitem(engine.COMPILE_AUTO_MIN_STEPS, "cpu", 1)
+    cfg = tiny_cfg.replace({"train.epochs": 2})
+    eager = run(resolve(cfg.replace({"train.compile": "off"})), None)
+    with caplog.at_level("WARNING", logger="lt_ray.engine"):
+        auto = run(resolve(cfg), None)
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert warnings == ["torch.compile failed (RuntimeError: no C++ compiler found); training "
+                        "eagerly (train.compile=auto)"]
+    assert auto.metrics["compiled"] is True
+    assert [h["train_loss"] for h in auto.history] == [h["train_loss"] for h in eager.history]
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        run(resolve(cfg.replace({"train.compile": "on"})), None)

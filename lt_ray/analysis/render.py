@@ -150,7 +150,18 @@ def write_report(out_dir: str, files: dict[str, bytes], build: Build, title: str
         path = storage.join(out_dir, *name.split("/"))
         storage.write_bytes(path, data)
         written.append(path)
+    _remove_stale_figures(out_dir, set(files))
     return written
+
+
+def _remove_stale_figures(out_dir: str, current: set[str]) -> None:
+    """Remove the figures an earlier report left in ``out_dir/figures`` that this one did not
+    write (their names follow the groups and the order of the studies), so that the folder
+    holds this report's figures only."""
+    folder = storage.join(out_dir, FIGURES_DIR)
+    for name in storage.list_names(folder):
+        if name.endswith((".png", ".svg")) and f"{FIGURES_DIR}/{name}" not in current:
+            storage.remove_tree(storage.join(folder, name))
 
 
 def figure_names(build: Build) -> tuple[str, ...]:

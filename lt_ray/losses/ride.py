@@ -64,6 +64,7 @@ class RIDELoss(nn.Module):
         temp = len(counts) * prior * reweight_factor + 1 - reweight_factor
         self.register_buffer("class_temperature", diversity_temperature * temp / temp.max(),
                              persistent=False)
+        self.class_temperature_mean = float(self.class_temperature.mean())  # no sync per step
         self.s, self.diversity_factor = float(s), float(diversity_factor)
         self.diversity_temperature = float(diversity_temperature)
         self.reweight, self.reweight_fraction = bool(reweight), float(reweight_fraction)
@@ -77,11 +78,10 @@ class RIDELoss(nn.Module):
         mean = logits.mean(0).detach()
         weight = self.drw_weight if self.reweighting else None
         if self.reweighting and self.reweight:
-            temperature = self.class_temperature.view(1, -1)
-            t_mean = float(self.class_temperature.mean())
+            temperature: torch.Tensor | float = self.class_temperature.view(1, -1)
+            t_mean = self.class_temperature_mean
         else:
-            temperature = torch.tensor(self.diversity_temperature, device=logits.device)
-            t_mean = self.diversity_temperature
+            temperature = t_mean = self.diversity_temperature
         margin = F.one_hot(targets, logits.shape[-1]) * (self.s * self.margins[targets])[:, None]
         target_dist = F.softmax(mean / temperature, dim=1)
         loss = logits.new_zeros(())

@@ -47,6 +47,9 @@ class Method(nn.Module):
     raw_images: ClassVar[bool] = False
     #: True: the training loader drops the last incomplete batch (a queue of whole batches).
     drop_last: ClassVar[bool] = False
+    #: False: ``train.compile=auto`` keeps the training step eager (it does not trace cleanly,
+    #: e.g. its augmentation draws from a library's Python-side RNG).
+    compilable: ClassVar[bool] = True
 
     def __init__(self, ctx: LTContext) -> None:
         super().__init__()

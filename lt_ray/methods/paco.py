@@ -64,6 +64,7 @@ class PaCoArgs:
 class PaCoMethod(Method):
     raw_images = True
     drop_last = True
+    compilable = False  # the key view's kornia draws from torch's global RNG in Python
 
     def __init__(self, ctx: LTContext, net: PaCoNet, loss: PaCoLoss, views: PaCoViews,
                  channels_last: bool) -> None:

@@ -40,6 +40,12 @@ class PaCoNet(nn.Module):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_labels", torch.randint(0, num_classes, (queue_size,)))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._ptr: int | None = None  # queue_ptr as a Python int: no device sync per step
+        self.register_load_state_dict_post_hook(PaCoNet._forget_ptr)
+
+    @staticmethod
+    def _forget_ptr(module: nn.Module, _keys: object) -> None:
+        module._ptr = None  # a loaded queue_ptr is read again at the next enqueue
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The query encoder's pooled features [B, D]."""
@@ -54,16 +60,20 @@ class PaCoNet(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         m = self.momentum
-        for q, k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
-            k.mul_(m).add_(q.detach(), alpha=1 - m)
+        keys = list(self.encoder_k.parameters())
+        torch._foreach_mul_(keys, m)  # k = m * k + (1 - m) * q, in a few fused kernels
+        torch._foreach_add_(keys, [q.detach() for q in self.encoder_q.parameters()], alpha=1 - m)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
         """Replace the oldest ``len(keys)`` entries (the queue size is a multiple of it)."""
-        ptr, n = int(self.queue_ptr), len(keys)
+        if self._ptr is None:
+            self._ptr = int(self.queue_ptr)
+        ptr, n = self._ptr, len(keys)
         self.queue[ptr:ptr + n] = keys.to(self.queue.dtype)
         self.queue_labels[ptr:ptr + n] = labels
-        self.queue_ptr.fill_((ptr + n) % len(self.queue))
+        self._ptr = (ptr + n) % len(self.queue)
+        self.queue_ptr.fill_(self._ptr)
 
     def contrast(self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

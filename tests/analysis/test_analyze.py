@@ -250,6 +250,18 @@ def test_report_md_references_every_figure(report):
     assert "ce_1" in md  # the table
 
 
+def test_a_report_written_again_leaves_only_its_own_figures(studies, tmp_path):
+    out = tmp_path / "rep"
+    first = analyze([studies["alpha"], studies["gml"]], out=out, formats="csv")
+    figures = out / "figures"
+    (figures / "notes.txt").write_text("mine")  # not a figure: kept
+    second = analyze([studies["alpha"]], out=out, formats="csv")
+    assert set(second.figures) < set(first.figures)
+    assert {f"figures/{p.name}" for p in figures.glob("*.*") if p.suffix != ".txt"} == set(
+        second.figures)
+    assert (figures / "notes.txt").read_text() == "mine"
+
+
 def test_report_html_is_self_contained(report):
     page = (Path(report.out) / "report.html").read_text()
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
