@@ -70,7 +70,10 @@ def write_pack(data: LTData, folder: Path, *, name: str, source: dict[str, Any])
         for key, array in arrays.items():
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
-            zf.writestr(f"{key}.npy", buffer.getvalue())
+            # a fixed timestamp: the same data gives the same file, and the same checksum
+            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            zf.writestr(entry, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED,
+                        compresslevel=6)
     partial.replace(path)
     manifest = {
         "format": PACK_FORMAT, "file": name, "bytes": path.stat().st_size,

@@ -49,6 +49,8 @@ def test_pack_of_cifar10_files_gives_the_same_splits(tmp_path):
     assert json.loads((tmp_path / "pack" / MANIFEST).read_text())["sha256"] == manifest["sha256"]
     assert not list((tmp_path / "pack").glob(".*partial"))
     assert_same(read_pack(tmp_path / "pack"), built)
+    again = write_pack(built, tmp_path / "again", name="c.npz", source={"imb_factor": 10})
+    assert again["sha256"] == manifest["sha256"]  # deterministic: same data, same checksum
 
 
 def test_damaged_or_missing_pack_is_refused(tmp_path):
