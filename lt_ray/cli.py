@@ -247,7 +247,14 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
         f"{cfg.method.name} on {data.name}-LT (imb_factor {cfg.data.imb_factor:g}): "
         f"{int(data.class_counts.sum())} train images, {len(data.val)} val, {len(data.test)} test"
     )
-    result = run(resolved, out_dir, data=data, resume=resume, artifacts=root)
+    try:
+        result = run(resolved, out_dir, data=data, resume=resume, artifacts=root)
+    except KeyboardInterrupt:
+        again = ["lt-ray", *sys.argv[1:]]
+        again += [] if resume else ["--resume"]
+        click.echo(f"interrupted: {out_dir}/checkpoint.pt keeps the last finished epoch; "
+                   f"continue with: {shlex.join(again)}", err=True)
+        sys.exit(130)
     click.echo(summary_table(result.metrics))
     click.echo(f"results in {out_dir}")
 

@@ -341,3 +341,35 @@ def test_usage_errors_are_one_line(args, needle):
     assert res.exit_code == 2, res.output
     assert res.output.strip().splitlines() == [res.output.strip()]  # one line
     assert res.output.startswith("error: ") and needle in res.output
+
+
+def test_ctrl_c_of_train_says_how_to_resume_and_the_resume_finishes(tmp_path):
+    """SIGINT mid-run (Ctrl-C): one line naming the checkpoint and the exact command that
+    continues it, exit 130; that command then finishes the run from the saved epoch."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lt_ray.cli", "train", *tiny_overrides(),
+           "--set", "train.epochs=150", "--set", "data.synthetic.n_max=64", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: {out}/checkpoint.pt keeps the last finished epoch; "
+                           "continue with: lt-ray ")
+    again = shlex.split(last.split("continue with: ", 1)[1])
+    assert again[-1] == "--resume" and "Traceback" not in err
+    res = CliRunner().invoke(main, again[1:])
+    assert res.exit_code == 0, res.output
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history) == 150
