@@ -49,13 +49,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import plain_rate, small_eval_data, subset  # noqa: E402  (the same loops)
+from throughput import engine_fit, plain_rate, small_eval_data, subset  # noqa: E402
 
 from lt_ray.config import ExperimentConfig  # noqa: E402
 from lt_ray.data import build_dataset  # noqa: E402
 from lt_ray.data.pack import read_pack, write_pack  # noqa: E402
 from lt_ray.engine import fit, resolve_precision  # noqa: E402
-from lt_ray.experiment import build_method, run, seed_everything  # noqa: E402
+from lt_ray.experiment import build_method, run  # noqa: E402
 from lt_ray.resolution import resolve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,21 +170,14 @@ def train_config(method: str, epochs: int, plan: Plan, **train: Any) -> Experime
 def engine_rate(data: Any, method: str, plan: Plan, **train: Any) -> dict[str, Any]:
     """Images/s of the engine over the epochs after the first, and the first epoch's time."""
     cfg = train_config(method, plan.throughput_epochs, plan, eval_every=10_000, **train)
-    resolved = resolve(cfg)
-    device = torch.device(plan.device)
-    seed_everything(0)
-    with tempfile.TemporaryDirectory() as root:
-        if resolved.stage is not None:
-            raise ValueError(f"{method} needs a stage 1: not a throughput variant")
-        built = build_method(resolved, data, device, root=root)
-        result = fit(built, small_eval_data(data), resolved.config)
+    result = engine_fit(data, cfg)
     timed = result.history[1:]
     rate = statistics.mean(h["train_images_per_s"] for h in timed)
     steady = statistics.mean(h["epoch_time_s"] for h in timed)
     return {"images_per_s": round(rate, 1),
             "first_epoch_s": round(result.history[0]["epoch_time_s"], 2),
             "epoch_s": round(steady, 2), "compiled": result.metrics["compiled"],
-            "peak_mem_mib": peak_mib(device)}
+            "peak_mem_mib": peak_mib(torch.device(plan.device))}
 
 
 def peak_mib(device: torch.device) -> float | None:
@@ -206,15 +199,14 @@ def gpu_trace(data: Any, plan: Plan, out: Path) -> dict[str, Any]:
     train = subset(data.train, 20 * 128, data.num_classes)
     small = replace(small_eval_data(data), train=train,
                     class_counts=torch.bincount(train.y, minlength=data.num_classes))
-    cfg = resolve(train_config("ce", 1, plan, eval_every=10_000, compile="off")).config
-    device = torch.device(plan.device)
-    seed_everything(0)
-    fit(build_method(resolve(cfg), small, device), small, cfg)  # warm-up: cudnn's choices
-    method = build_method(resolve(cfg), small, device)
+    cfg = train_config("ce", 1, plan, eval_every=10_000, compile="off")
+    engine_fit(small, cfg)  # warm-up: cudnn's choices
+    resolved = resolve(cfg)
+    method = build_method(resolved, small, torch.device(plan.device))
     torch.cuda.synchronize()
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fit(method, small, cfg)
+        fit(method, small, resolved.config)
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
     kernels_us = sum(e.self_device_time_total for e in prof.key_averages()

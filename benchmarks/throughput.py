@@ -31,8 +31,8 @@ from lt_ray.config import ExperimentConfig
 from lt_ray.data import LTData, build_dataset
 from lt_ray.data.base import Split
 from lt_ray.data.loader import crop_flip
-from lt_ray.engine import fit, resolve_precision
-from lt_ray.experiment import build_method, seed_everything
+from lt_ray.engine import FitResult, fit, resolve_precision
+from lt_ray.experiment import build_method, runtime_device, seed_everything
 from lt_ray.models import build_model
 from lt_ray.resolution import resolve
 
@@ -77,6 +77,17 @@ def small_eval_data(data: LTData, n: int = 8) -> LTData:
                   data.mean, data.std)
 
 
+def engine_fit(data: LTData, cfg: ExperimentConfig) -> FitResult:
+    """One single-stage run of ``cfg`` through the engine on ``data``, seed 0, evaluated on 8
+    images (the throughput benchmarks' common path, the GPU check's too)."""
+    resolved = resolve(cfg)
+    if resolved.stage is not None:
+        raise ValueError(f"{cfg.method.name} needs a stage 1: not a throughput variant")
+    seed_everything(0)
+    method = build_method(resolved, data, runtime_device(resolved.config))
+    return fit(method, small_eval_data(data), resolved.config)
+
+
 def engine_run(data: LTData, epochs: int, precision: str, channels_last: bool,
                compile: str = "off") -> list[dict]:
     """The engine's per-epoch history of CE ResNet-32 on ``data`` (evaluation on 8 images)."""
@@ -85,10 +96,7 @@ def engine_run(data: LTData, epochs: int, precision: str, channels_last: bool,
         "train": {"epochs": epochs, "precision": precision, "channels_last": channels_last,
                   "eval_every": 10_000, "device": "cpu", "compile": compile},
     })
-    resolved = resolve(cfg)
-    seed_everything(0)
-    method = build_method(resolved, data, torch.device("cpu"))
-    return fit(method, small_eval_data(data), resolved.config).history
+    return engine_fit(data, cfg).history
 
 
 def engine_rate(data: LTData, epochs: int, precision: str, channels_last: bool) -> float:

@@ -66,7 +66,7 @@ def write_pack(data: LTData, folder: Path, *, name: str, source: dict[str, Any])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     partial = path.with_name(f".{name}.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+    with zipfile.ZipFile(partial, "w") as zf:  # each entry says its compression
         for key, array in arrays.items():
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
