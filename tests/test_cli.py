@@ -355,7 +355,7 @@ def test_ctrl_c_of_train_says_how_to_resume_and_the_resume_finishes(tmp_path):
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lt_ray.cli", "train", *tiny_overrides(),
-           "--set", "train.epochs=150", "--set", "data.synthetic.n_max=64", "--out", str(out)]
+           "--set", "train.epochs=30", "--set", "data.synthetic.n_max=1000", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
@@ -372,4 +372,4 @@ def test_ctrl_c_of_train_says_how_to_resume_and_the_resume_finishes(tmp_path):
     res = CliRunner().invoke(main, again[1:])
     assert res.exit_code == 0, res.output
     history = json.loads((out / "metrics.json").read_text())["history"]
-    assert len(history) == 150
+    assert len(history) == 30
