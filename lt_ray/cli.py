@@ -137,14 +137,10 @@ def load_config(config: str | None, method: str | None, overrides: tuple[str, ..
     return cfg.replace(changes) if changes else cfg
 
 
-def run_outputs(out: Path) -> list[Path]:
-    from lt_ray.experiment import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE
-
-    return [out / name for name in (METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE)]
-
-
 def clear_out_dir(out: Path) -> None:
-    for path in run_outputs(out):
+    from lt_ray.experiment import run_files
+
+    for path in run_files(out):
         path.unlink(missing_ok=True)
 
 
@@ -166,9 +162,9 @@ def same_run_config(path: Path, resolved: Any) -> bool:
 def check_out_dir(out: Path, resolved: Any, *, overwrite: bool, resume: bool) -> None:
     """Refuse to mix two runs in one folder unless asked to (writes nothing)."""
     from lt_ray.errors import LTRayError
-    from lt_ray.experiment import CONFIG_FILE
+    from lt_ray.experiment import CONFIG_FILE, run_files
 
-    outputs = run_outputs(out)
+    outputs = run_files(out)
     if out.exists() and not out.is_dir():
         raise LTRayError(f"--out {out} is a file; give a folder")
     if not any(p.exists() for p in outputs):
@@ -492,6 +488,46 @@ def analyze(studies: tuple[str, ...], out: str | None, select: str | None,
             f"{report.layout} table of {len(report.table)} selected group(s) and output(s)")
     click.echo(f"{what}, {len(report.figures) // 2} figure(s) -> {report.out}/report.md, "
                "report.html")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on (0.0.0.0: every interface; anyone who reaches it can "
+              "train and read files the server can).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--address", help="Join a running Ray cluster (default: $RAY_ADDRESS, else a "
+              "local Ray).")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Dataset folder (default: $LT_RAY_DATA, then the user cache).")
+@click.option("--runs", default="runs", show_default=True,
+              help="Folder of the Train tab's run folders (shared storage on a cluster).")
+@click.option("--storage", default="results", show_default=True,
+              help="Folder or URI of the studies (as lt-ray sweep --storage).")
+@click.option("--artifacts", help="Folder or URI of the stage artifacts (default: "
+              "$LT_RAY_ARTIFACTS, then ~/.cache/lt-ray/artifacts).")
+@click.option("--no-dashboard", is_flag=True, help="Start the local Ray without its dashboard "
+              "(then studies cannot be launched as Ray jobs).")
+@user_errors
+def ui(host: str, port: int, address: str | None, data_root: str | None, runs: str,
+       storage: str, artifacts: str | None, no_dashboard: bool) -> None:
+    """Serve the web page: Train, Inference, Compare and Studies tabs (needs the ui extra:
+    pip install -e '.[ui]')."""
+    import importlib.util
+
+    from lt_ray.errors import LTRayError
+    from lt_ray.storage import check_location
+
+    if importlib.util.find_spec("gradio") is None:
+        raise LTRayError("lt-ray ui needs the ui extra: pip install -e '.[ui]' (Gradio)")
+    storage = check_location(storage, "--storage")
+    if artifacts is not None:
+        artifacts = check_location(artifacts, "--artifacts")
+    from lt_ray.ui.app import serve
+
+    setup_logging()
+    serve(host=host, port=port, address=address, data_root=data_root, runs=runs,
+          study_storage=storage, artifact_root=artifacts, dashboard=not no_dashboard,
+          echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,18 +86,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 @torch.no_grad()
-def predict_split(
+def split_logits(
     method: Method, name: str, data: LTData, train: TrainConfig,
     device: torch.device, dtype: torch.dtype | None,
 ) -> dict[str | None, torch.Tensor]:
-    """Argmax predictions over split ``name``, in large batches: ``{None: primary}`` plus one
-    entry per named output of ``method.predict``."""
+    """The logits of split ``name``, in large batches: ``{None: primary}`` plus one entry per
+    named output of ``method.predict``."""
     split = getattr(data, name)
     loader = DeviceLoader(
         split, batch_size=train.eval_batch_size, mean=data.mean, std=data.std, train=False,
         channels_last=train.channels_last, images=method.needs_images,
     )
-    preds: dict[str | None, list[torch.Tensor]] = {}
+    parts: dict[str | None, list[torch.Tensor]] = {}
     method.reset_eval_stats()
     with autocast(device, dtype):
         for batch in loader:
@@ -106,10 +106,20 @@ def predict_split(
             if isinstance(out, dict):
                 named = {**out, None: out[method.primary_output]}
             for key, logits in named.items():
-                preds.setdefault(key, []).append(logits.argmax(dim=1))
-    if not preds:
-        return {None: torch.empty(0, dtype=torch.int64)}
-    return {key: torch.cat(parts) for key, parts in preds.items()}
+                parts.setdefault(key, []).append(logits)
+    if not parts:
+        return {None: torch.empty(0, 0)}
+    return {key: torch.cat(chunks) for key, chunks in parts.items()}
+
+
+def predict_split(
+    method: Method, name: str, data: LTData, train: TrainConfig,
+    device: torch.device, dtype: torch.dtype | None,
+) -> dict[str | None, torch.Tensor]:
+    """Argmax predictions over split ``name`` (see :func:`split_logits`)."""
+    logits = split_logits(method, name, data, train, device, dtype)
+    return {key: values.argmax(dim=1) if values.numel() else
+            torch.empty(0, dtype=torch.int64) for key, values in logits.items()}
 
 
 def evaluate_split(

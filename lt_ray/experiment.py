@@ -37,6 +37,13 @@ from lt_ray.resolution import Resolved, data_key
 
 log = logging.getLogger(__name__)
 METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE = "metrics.json", "checkpoint.pt", "config.yaml"
+PROGRESS_FILE = "progress.jsonl"  # one JSON line per evaluated epoch, appended while training
+RUN_FILES = (METRICS_FILE, CHECKPOINT_FILE, CONFIG_FILE, PROGRESS_FILE)
+
+
+def run_files(out_dir: Path) -> list[Path]:
+    """The files a run writes into its folder (what --overwrite replaces)."""
+    return [out_dir / name for name in RUN_FILES]
 
 
 def runtime_device(cfg: ExperimentConfig) -> torch.device:
@@ -238,7 +245,9 @@ def run(
     ``build_artifacts=False`` (a Ray trial: the driver built them) a missing one is an error.
 
     ``out_dir`` receives ``checkpoint.pt`` (resumable, updated during training),
-    ``config.yaml`` and, at the end, ``metrics.json``; all three record the resolved config.
+    ``config.yaml``, ``progress.jsonl`` (a line per evaluated epoch, as it ends: what a live
+    view reads, :func:`read_progress`) and, at the end, ``metrics.json``; the first and the
+    last record the resolved config.
     A ``train.device`` this machine lacks is a ConfigError raised here, before any data is
     read or file written.
     """
@@ -257,10 +266,50 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         checkpoint = out_dir / CHECKPOINT_FILE
+        report = progress_reporter(out_dir / PROGRESS_FILE, report, fresh=not resume)
     result = fit(method, data, cfg, report=report, checkpoint_path=checkpoint, resume=resume)
     if out_dir is not None:
         write_metrics(out_dir / METRICS_FILE, cfg, data, result)
     return result
+
+
+def progress_reporter(path: Path, then: Reporter | None, *, fresh: bool) -> Reporter:
+    """A reporter that appends each evaluated epoch's record to ``path`` as one JSON line
+    (flushed at once), then calls ``then``. ``fresh``: an earlier run's lines are dropped."""
+    if fresh:
+        path.unlink(missing_ok=True)
+
+    def report(record: dict[str, Any], ckpt: Path | None,
+               per_class: dict[str, list[float]]) -> None:
+        line = json.dumps({k: _json_number(v) for k, v in record.items()})
+        with path.open("a") as f:
+            f.write(line + "\n")
+        if then is not None:
+            then(record, ckpt, per_class)
+
+    return report
+
+
+def read_progress(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The evaluated epochs of the run in ``out_dir`` so far (its ``progress.jsonl``), in epoch
+    order; a resumed run's repeated epochs count once (the later line). A line being written
+    (no newline yet) is left for the next read."""
+    path = Path(out_dir) / PROGRESS_FILE
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def result_document(cfg: ExperimentConfig, data: LTData, metrics: dict[str, Any],

@@ -192,7 +192,6 @@ def _ranked(logits: torch.Tensor, k: int, names: list[str]) -> list[list[Ranked]
             for row_p, row_i in zip(values, indices, strict=True)]
 
 
-@torch.no_grad()
 def predict_images(trained: Trained, paths: Sequence[str | Path], *, top_k: int = 5,
                    data_root: str | None = None) -> list[ImagePrediction]:
     """The top-k classes (softmax of the calibrated logits) of every image in ``paths``."""
@@ -200,10 +199,19 @@ def predict_images(trained: Trained, paths: Sequence[str | Path], *, top_k: int 
         raise LTRayError(f"--top-k must be >= 1, got {top_k}")
     if not paths:
         return []
-    train = trained.cfg.train
     spec = input_spec(trained.cfg, data_root)
-    x = normalise(read_images(paths, spec.size).to(trained.device), spec,
-                  channels_last=train.channels_last, batch_size=train.eval_batch_size)
+    images = read_images(paths, spec.size)
+    return predict_pixels(trained, images, [str(p) for p in paths], top_k=top_k, spec=spec)
+
+
+@torch.no_grad()
+def predict_pixels(trained: Trained, images: torch.Tensor, names: Sequence[str], *,
+                   top_k: int = 5, spec: InputSpec) -> list[ImagePrediction]:
+    """The top-k classes of uint8 ``images`` [B, 3, H, W] at the network's resolution (read
+    files, or a dataset's own images), named ``names`` in the result."""
+    train = trained.cfg.train
+    x = normalise(images.to(trained.device), spec, channels_last=train.channels_last,
+                  batch_size=train.eval_batch_size)
     parts: dict[str | None, list[torch.Tensor]] = {}
     for start in range(0, len(x), train.eval_batch_size):
         out = trained.method.predict(x[start:start + train.eval_batch_size])
@@ -213,9 +221,9 @@ def predict_images(trained: Trained, paths: Sequence[str | Path], *, top_k: int 
             parts.setdefault(key, []).append(logits)
     ranked = {key: _ranked(torch.cat(v), top_k, trained.class_names) for key, v in parts.items()}
     return [
-        ImagePrediction(str(path), ranked[None][i],
-                        {name: ranked[name][i] for name in trained.outputs})
-        for i, path in enumerate(paths)
+        ImagePrediction(name, ranked[None][i],
+                        {output: ranked[output][i] for output in trained.outputs})
+        for i, name in enumerate(names)
     ]
 
 

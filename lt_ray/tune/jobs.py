@@ -1,0 +1,81 @@
+"""A shipped study launched as a Ray job (the web UI's Studies tab): ``lt-ray sweep`` as the
+job's entrypoint, on the cluster's head, as ``launch/submit.sh`` does with ``ray job submit``.
+
+The study file and its overrides are validated here first (one line for a bad input, nothing
+submitted); the job then writes the study into its storage, where the Studies tab reads its
+progress without a Ray client.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lt_ray import storage
+from lt_ray.config import parse_override
+from lt_ray.errors import LTRayError
+from lt_ray.tune.parse import check_study_name, load_spec
+from lt_ray.tune.study_folder import STUDY_FILE, study_dir_for
+
+LOG_CHARS = 6_000
+
+
+@dataclass(frozen=True)
+class StudyLaunch:
+    """A validated launch: the command the job runs and the study folder it writes."""
+
+    command: list[str]
+    study_dir: str
+
+
+def plan_launch(space: str, *, storage_root: str, overrides: Sequence[str] = (),
+                name: str | None = None, data_root: str | None = None,
+                resume: bool = False) -> StudyLaunch:
+    """Validate the study file ``space`` with ``overrides`` (``KEY=VALUE``) and say what the
+    job will run; an LTRayError for a bad file, override or name, or for a study that exists
+    already (unless ``resume``) or does not (with ``resume``)."""
+    changes = dict(parse_override(text) for text in overrides)
+    spec = load_spec(space, overrides=changes)
+    if name:
+        check_study_name(name, "study name")
+    study = study_dir_for(storage_root, name or spec.name)
+    exists = storage.is_file(storage.join(study, STUDY_FILE))
+    if exists and not resume:
+        raise LTRayError(f"{study} already holds a study; open it, tick resume to continue "
+                         "it, or give another study name")
+    if resume and not exists:
+        raise LTRayError(f"resume: {study} holds no study yet; untick resume to start it")
+    command = ["lt-ray", "sweep", space, "--storage", storage.normalize(storage_root)]
+    command += ["--name", name] if name else []
+    for text in overrides:
+        command += ["--set", text]
+    command += ["--data-root", data_root] if data_root else []
+    command += ["--resume"] if resume else []
+    return StudyLaunch(command, study)
+
+
+def _client(dashboard_url: str | None) -> Any:
+    if not dashboard_url:
+        raise LTRayError("no Ray dashboard here, so no job server: start lt-ray ui without "
+                         "--no-dashboard, or join a cluster whose head runs the dashboard")
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(dashboard_url)
+
+
+def submit(launch: StudyLaunch, dashboard_url: str | None) -> str:
+    """Submit ``launch`` as a Ray job; its job id."""
+    return _client(dashboard_url).submit_job(entrypoint=shlex.join(launch.command))
+
+
+def job_state(job_id: str, dashboard_url: str | None) -> tuple[str, str]:
+    """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) and its log's tail."""
+    client = _client(dashboard_url)
+    return str(client.get_job_status(job_id).value), client.get_job_logs(job_id)[-LOG_CHARS:]
+
+
+def stop_job(job_id: str, dashboard_url: str | None) -> None:
+    """Stop the job (SIGTERM: the sweep exports what finished and can be resumed)."""
+    _client(dashboard_url).stop_job(job_id)
