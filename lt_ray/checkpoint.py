@@ -22,6 +22,15 @@ FORMAT_VERSION = 1
 HEAD_ALIASES = ("fc.", "linear.", "classifier.")
 
 
+CHECKPOINT_NAME = "checkpoint.pt"  # in a run folder, an artifact or a Ray trial checkpoint
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """``path``, or ``path/checkpoint.pt`` when it is a run folder or a Ray trial checkpoint."""
+    path = Path(path).expanduser()
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
     path = Path(path)

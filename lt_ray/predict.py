@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lt_ray.checkpoint import load_checkpoint, load_weights
+from lt_ray.checkpoint import checkpoint_file, load_checkpoint, load_weights
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import DeviceLoader, LTData, Split, build_dataset
 from lt_ray.data.cifar import CIFAR_MEAN, CIFAR_STD
@@ -31,8 +31,6 @@ from lt_ray.experiment import build_method
 from lt_ray.methods import Method
 from lt_ray.metrics import EVAL_SPLITS, METRICS
 from lt_ray.resolution import resolve
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -82,12 +80,6 @@ class ImagePrediction:
     image: str
     top_k: list[Ranked]
     by_output: dict[str, list[Ranked]]
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """``path``, or ``path/checkpoint.pt`` when it is a run folder or a Ray trial checkpoint."""
-    path = Path(path).expanduser()
-    return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
 def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Trained:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from lt_ray.checkpoint import load_checkpoint
+from lt_ray.checkpoint import checkpoint_file, load_checkpoint
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import build_dataset
 from lt_ray.engine import eval_precision, fit, resolve_precision, split_logits
@@ -26,7 +26,6 @@ from lt_ray.errors import CheckpointError, ConfigError
 from lt_ray.experiment import build_method, ensure_stages, runtime_device, seed_everything
 from lt_ray.methods.gml import ENSEMBLE, ensemble
 from lt_ray.metrics import split_metrics
-from lt_ray.predict import checkpoint_file
 from lt_ray.resolution import resolve
 from lt_ray.results import schema as S
 

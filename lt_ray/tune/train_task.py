@@ -56,8 +56,8 @@ def run_train_command(argv: Sequence[str]) -> TrainOutcome:
     Ctrl-C) becomes SIGINT of the run's process group; the outcome then says ``stopped``."""
     command = [sys.executable, "-m", "lt_ray.cli", "train", *argv]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(command, stdout=out, stderr=err, text=True,
-                                start_new_session=True, preexec_fn=_child_signals)
+        proc = subprocess.Popen(command, stdout=out, stderr=err, text=True, process_group=0,
+                                preexec_fn=_child_signals)
         stopped = False
         try:
             while proc.poll() is None:

@@ -82,7 +82,7 @@ def build(places: Places, session: gr.State) -> None:
 
     outputs = [table, figure, line]
     go.click(on_retrain, [session, base, loss, epochs, mode, t1, t2], outputs)
-    for control in (t1, t2):
-        control.release(on_temperature, [session, mode, t1, t2], outputs)
-    mode.change(on_temperature, [session, mode, t1, t2], outputs)
+    for control in (t1, t2, mode):  # the latest position wins; nothing is trained again
+        control.change(on_temperature, [session, mode, t1, t2], outputs,
+                       trigger_mode="always_last")
     refresh.click(on_refresh, None, [base])

@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from lt_ray import predict as P
+from lt_ray.checkpoint import checkpoint_file
 from lt_ray.engine import resolve_device
 from lt_ray.errors import LTRayError
 from lt_ray.ui import status
@@ -30,7 +31,7 @@ def trained(path: str | None) -> P.Trained:
     """The restored method of the picked checkpoint (cached while its file is unchanged)."""
     if not path or not str(path).strip():
         raise LTRayError("pick a checkpoint (a run folder, an artifact or a checkpoint.pt)")
-    file = P.checkpoint_file(str(path).strip())
+    file = checkpoint_file(str(path).strip())
     if not file.is_file():
         raise LTRayError(f"checkpoint {file}: no such file; pick a run folder or artifact")
     return _trained(str(file), file.stat().st_mtime)

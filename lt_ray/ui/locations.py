@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 import lt_ray
@@ -39,7 +41,9 @@ def _run_label(folder: Path, runs: Path) -> str:
     try:
         cfg = yaml.safe_load((folder / CONFIG_FILE).read_text()) or {}
         data, method = cfg.get("data") or {}, cfg.get("method") or {}
-        what = (f"{method.get('name')} on {data.get('dataset')} IF {data.get('imb_factor')}, "
+        factor = data.get("imb_factor")
+        factor = f"{factor:g}" if isinstance(factor, int | float) else factor
+        what = (f"{method.get('name')} on {data.get('dataset')} IF {factor}, "
                 f"{(cfg.get('train') or {}).get('epochs')} epochs")
     except (OSError, yaml.YAMLError, AttributeError):
         what = "run"
@@ -91,9 +95,21 @@ def study_files() -> list[str]:
     return []
 
 
+def _first_start(study_dir: str) -> tuple[str, str]:
+    """When the study's first trial started (ISO text; "" if unknown), then its name: a folder
+    of studies opens in the order they ran (the order their report was made in)."""
+    try:
+        started = pq.read_table(Path(study_dir) / "trials.parquet",
+                                columns=["started_at"]).column(0).to_pylist()
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        started = []
+    return min((str(t) for t in started if t is not None), default=""), Path(study_dir).name
+
+
 def expand_studies(chosen: list[str]) -> list[str]:
     """The chosen locations, a folder of studies (e.g. ``analysis/cpu30/studies``) standing
-    for every study in it; an LTRayError for a location that holds no study."""
+    for every study in it, in the order they ran; an LTRayError for a location that holds no
+    study."""
     out: list[str] = []
     for location in chosen:
         location = location.strip()
@@ -102,7 +118,8 @@ def expand_studies(chosen: list[str]) -> list[str]:
         if storage.is_uri(location) or storage.is_file(storage.join(location, STUDY_FILE)):
             out.append(location)
             continue
-        inner = sorted(str(p.parent) for p in Path(location).glob(f"*/{STUDY_FILE}"))
+        inner = sorted((str(p.parent) for p in Path(location).glob(f"*/{STUDY_FILE}")),
+                       key=_first_start)
         if not inner:
             raise LTRayError(f"{location} holds no study ({STUDY_FILE}) and no folder of "
                              "studies; pick a study folder of lt-ray sweep's storage")

@@ -68,7 +68,8 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
         open_ = gr.Button("Open", variant="primary", elem_id="study-open", scale=0)
     line = gr.HTML(elem_id="study-status")
     table = gr.Markdown(elem_id="study-table")
-    gallery = gr.Gallery(label="figures", columns=2, height="auto", elem_id="study-figures")
+    gallery = gr.Gallery(label="figures (click one to enlarge)", columns=3, height=520,
+                         object_fit="contain", elem_id="study-figures")
     progress = gr.HTML(elem_id="study-progress")
     trials = gr.Dataframe(label="trials", interactive=False, elem_id="study-trials")
     watch = gr.Timer(REFRESH_S, active=False)
@@ -79,7 +80,8 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
             name = gr.Textbox(label="study name (blank: the file's)")
             resume = gr.Checkbox(label="resume it")
         overrides = gr.Textbox(label="--set overrides (KEY=VALUE per line)", lines=3,
-                               placeholder="e.g. train.epochs=30\nsearch.num_samples=4")
+                               placeholder="e.g. train.epochs=30\nsearch.num_samples=4",
+                               elem_id="launch-overrides")
         with gr.Row():
             launch = gr.Button("Launch", variant="primary", elem_id="launch-start")
             stop = gr.Button("Stop the job", variant="stop")

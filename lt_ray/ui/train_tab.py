@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from lt_ray.checkpoint import checkpoint_file
 from lt_ray.config import ExperimentConfig, parse_override
 from lt_ray.data import DATASETS
 from lt_ray.errors import LTRayError
@@ -104,7 +105,7 @@ def form_overrides(form: TrainForm) -> list[str]:
              if value and value != METHOD_DEFAULT]
     if METHODS.get(form.method).stage is not None:
         if form.pretrained and form.pretrained != NO_PRETRAINED:
-            sets.append(f"pretrained.checkpoint={form.pretrained}")
+            sets.append(f"pretrained.checkpoint={checkpoint_file(form.pretrained)}")
         if form.method == "gml":
             sets += [f"method.args.freeze={form.freeze}", f"method.args.ensemble={form.ensemble}"]
             sets += [f"method.args.{key}={text}" for key, value in (("t1", form.t1),
@@ -192,10 +193,11 @@ def build(places: Places, session: gr.State, *, gpus: float,
     this page starts."""
     ckpts = checkpoints(places)
     with gr.Row():
-        dataset = gr.Dropdown(DATASETS.names(), value="cifar10", label="dataset")
+        dataset = gr.Dropdown(DATASETS.names(), value="cifar10", label="dataset",
+                              elem_id="train-dataset")
         imb_type = gr.Dropdown(["exp", "step"], value="exp", label="imbalance type")
-        imb_factor = gr.Number(100, label="imbalance factor")
-        method = gr.Dropdown(METHODS.names(), value="ce", label="method")
+        imb_factor = gr.Number(100, label="imbalance factor", elem_id="train-imb-factor")
+        method = gr.Dropdown(METHODS.names(), value="ce", label="method", elem_id="train-method")
         loss = gr.Dropdown([METHOD_DEFAULT, *LOSSES.names()], value=METHOD_DEFAULT,
                            label="loss type")
         rule = gr.Dropdown([METHOD_DEFAULT, *RULES.names()], value=METHOD_DEFAULT,
@@ -271,11 +273,11 @@ def build(places: Places, session: gr.State, *, gpus: float,
         run: TrainRun | None = state.get("train")
         if run is None:
             return {timer: gr.Timer(active=False)}
+        run.outcome = run.outcome or train_outcome(run.ref)  # first: then no epoch is missed
         records = read_progress(run.out)
         frames = curves(records)
         update: dict[Any, Any] = {acc_gm: frames["acc_gm"], hm_lr: frames["hm_lr"],
                                   table: epoch_table(records)}
-        run.outcome = run.outcome or train_outcome(run.ref)
         if run.outcome is None:
             last = f", epoch {records[-1]['epoch']} done" if records else ""
             verb = "stopping" if run.stopping else "running"
