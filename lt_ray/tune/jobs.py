@@ -9,6 +9,7 @@ progress without a Ray client.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from lt_ray.tune.parse import check_study_name, load_spec
 from lt_ray.tune.study_folder import STUDY_FILE, study_dir_for
 
 LOG_CHARS = 6_000
+AGENT_WAIT_S = 30.0  # how long a submission waits for the job agent of a Ray just started
+NO_AGENT = "No available agent to submit job"
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,37 @@ def _client(dashboard_url: str | None) -> Any:
                          "--no-dashboard, or join a cluster whose head runs the dashboard")
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(dashboard_url)
+    try:
+        return JobSubmissionClient(dashboard_url)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise LTRayError(f"cannot reach Ray's job server at {dashboard_url}: "
+                         f"{_first_line(exc)}") from None
 
 
-def submit(launch: StudyLaunch, dashboard_url: str | None) -> str:
-    """Submit ``launch`` as a Ray job; its job id."""
-    return _client(dashboard_url).submit_job(entrypoint=shlex.join(launch.command))
+def _first_line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def submit(launch: StudyLaunch, dashboard_url: str | None, *,
+           program: Sequence[str] = ("lt-ray",)) -> str:
+    """Submit ``launch`` as a Ray job; its job id. ``program`` runs in place of ``lt-ray``
+    (a local Ray's job: this interpreter, ``python -m lt_ray.cli``, whatever PATH says)."""
+    entrypoint = shlex.join([*program, *launch.command[1:]])
+    client = _client(dashboard_url)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint)
+        except RuntimeError as exc:  # the job agent of a Ray just started may not be up yet
+            if NO_AGENT not in str(exc):
+                raise LTRayError(f"Ray's job server refused the study: {_first_line(exc)}") \
+                    from None
+            if time.monotonic() > deadline:
+                raise LTRayError(
+                    f"Ray's job agent did not come up in {AGENT_WAIT_S:g} s (is another local "
+                    "Ray holding its port 52365 on this machine? stop it, or join it with "
+                    "--address)") from None
+            time.sleep(1.0)
 
 
 def job_state(job_id: str, dashboard_url: str | None) -> tuple[str, str]:

@@ -46,7 +46,7 @@ def committed_studies() -> tuple[Path, ...]:
     return ()
 
 
-def build_page(places: Places, *, dashboard_url: str | None, gpus: float,
+def build_page(places: Places, *, dashboard_url: str | None, gpus: float, local_ray: bool,
                started: list[train_tab.TrainRun]) -> gr.Blocks:
     """The four tabs; ``started`` collects the runs the page starts (to stop them at exit)."""
     with gr.Blocks(analytics_enabled=False, title="lt-ray") as page:
@@ -60,7 +60,8 @@ def build_page(places: Places, *, dashboard_url: str | None, gpus: float,
         with gr.Tab("Compare", id="compare"):
             compare_tab.build(places, session)
         with gr.Tab("Studies", id="studies"):
-            studies_tab.build(places, session, dashboard_url, committed_studies())
+            studies_tab.build(places, session, dashboard_url, committed_studies(),
+                              local_ray=local_ray)
     return page
 
 
@@ -81,8 +82,9 @@ def serve(*, host: str, port: int, address: str | None, data_root: str | None, r
     started: list[train_tab.TrainRun] = []
     try:
         dashboard_url = start_ray(address, dashboard=dashboard, verbose=False)
+        local_ray = not (address or os.environ.get("RAY_ADDRESS"))
         page = build_page(places, dashboard_url=dashboard_url, gpus=1.0 if has_gpus() else 0.0,
-                          started=started)
+                          local_ray=local_ray, started=started)
         try:
             _, url, _ = page.launch(server_name=host, server_port=port, share=False,
                                     prevent_thread_lock=True, quiet=True, ssr_mode=False,

@@ -5,6 +5,7 @@ shipped study file, with ``--set`` overrides, as a Ray job."""
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,10 @@ def figures(out: str, names: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def build(places: Places, session: gr.State, dashboard_url: str | None,
-          committed: tuple[Path, ...]) -> None:
-    """The tab's components and events (inside a ``gr.Tab``)."""
+          committed: tuple[Path, ...], *, local_ray: bool) -> None:
+    """The tab's components and events (inside a ``gr.Tab``); a ``local_ray``'s jobs run this
+    interpreter's lt-ray, a cluster's the ``lt-ray`` of its head."""
+    program = (sys.executable, "-m", "lt_ray.cli") if local_ray else ("lt-ray",)
     with gr.Row():
         chosen = gr.Dropdown(studies(places, committed) + [str(p) for p in committed],
                              multiselect=True, allow_custom_value=True,
@@ -86,7 +89,8 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
             launch = gr.Button("Launch", variant="primary", elem_id="launch-start")
             stop = gr.Button("Stop the job", variant="stop")
         job_line = gr.HTML(elem_id="launch-status")
-        job_log = gr.Code(label="job log (tail)", language="shell", interactive=False)
+        job_log = gr.Code(label="job log (tail)", language="shell", interactive=False,
+                          elem_id="launch-log")
         job_timer = gr.Timer(JOB_TICK_S, active=False)
 
     def listed(locations: list[str]) -> tuple[str, pd.DataFrame | None, bool]:
@@ -132,7 +136,7 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
         plan = jobs.plan_launch(file, storage_root=places.storage, overrides=sets,
                                 name=study_name.strip() or None, data_root=places.data_root,
                                 resume=again)
-        job_id = jobs.submit(plan, dashboard_url)
+        job_id = jobs.submit(plan, dashboard_url, program=program)
         state["job"] = (job_id, plan.study_dir, time.time())
         return {job_line: status.ok(f"job {job_id} submitted: {' '.join(plan.command)}; "
                                     f"study folder {plan.study_dir}"),

@@ -19,7 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 pytest.importorskip("gradio")
@@ -286,3 +288,30 @@ def test_studies_shows_the_committed_studys_paper_table_figures_and_trials(page,
     page.click("#launch-start")
     page.wait_for_selector("#launch-status .lt-error")
     assert "train.epoch" in status_line(page, "launch-status")
+
+
+def test_a_study_file_launched_as_a_ray_job_runs_and_then_opens(page, server, tmp_path):
+    base = {"seed": 0, "data": {"dataset": "synthetic", "imb_factor": 10, "synthetic": {
+        "num_classes": 4, "n_max": 48, "image_size": 8, "test_per_class": 16}},
+        "train": {"epochs": 3, "batch_size": 32, "precision": "fp32"}}
+    study_file = tmp_path / "launched.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "launched", "base": base, "space": {"optim.lr": {"choice": [0.05]}},
+        "search": {"metric": "val_acc", "mode": "max", "num_samples": 1, "max_concurrent": 1},
+        "resources": {"cpu": 1}}))
+    page.get_by_role("tab", name="Studies").click()
+    page.get_by_text("launch a study as a Ray job").click()
+    choose(page, "launch-space", str(study_file))
+    fill(page, "launch-overrides", "train.epochs=1")
+    page.click("#launch-start")
+    wait_status(page, "launch-status", "submitted")
+    page.wait_for_selector("#launch-status .lt-status:has-text(': SUCCEEDED'), "
+                           "#launch-status .lt-status:has-text(': FAILED')", timeout=150_000)
+    study = server.root / "results" / "launched"
+    assert ": SUCCEEDED" in status_line(page, "launch-status"), page.inner_text("#launch-log")
+    trials = pd.read_parquet(study / "trials.parquet")
+    assert list(trials.status) == ["completed"] and list(trials.epochs_completed) == [1]
+    choose(page, "study-pick", str(study))
+    page.click("#study-open")
+    wait_status(page, "study-status", "1 study(ies)")
+    assert "1 trials: 1 completed" in status_line(page, "study-progress")
