@@ -27,7 +27,8 @@ def scores(run: R.Retrained, t1: float, t2: float, mode: str) -> tuple[Any, Any]
     title = (f"{run.base} + {cfg.method.loss} re-train ({cfg.train.epochs} epochs) on "
              f"{cfg.data.dataset} IF {cfg.data.imb_factor:g}: test recall, t1 {t1:g}, "
              f"t2 {t2:g} ({mode})")
-    return table.round(2), per_class_figure(recall, title, LABELS)
+    shown = table.round(2).astype(object).where(table.notna(), "–")  # an empty shot group
+    return shown, per_class_figure(recall, title, LABELS)
 
 
 def build(places: Places, session: gr.State) -> None:

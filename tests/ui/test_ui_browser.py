@@ -71,7 +71,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     runs = root / "runs"
     cli = CliRunner()
-    res = cli.invoke(main, ["train", "--method", "ce", *sets({"train.epochs": 6}),
+    res = cli.invoke(main, ["train", "--method", "ce", *sets({"train.epochs": 8,
+                                                              "optim.lr": 0.05}),
                             "--out", str(runs / "base"), "--artifacts", str(root / "art")])
     assert res.exit_code == 0, res.output
     res = cli.invoke(main, ["train", "--method", "gml", *sets({
@@ -254,12 +255,17 @@ def test_compare_re_trains_draws_the_bar_chart_and_re_weighs_the_ensemble(page, 
                                                                          tmp_path):
     page.get_by_role("tab", name="Compare").click()
     choose(page, "compare-base", str(server.runs / "base"))
-    fill(page, "compare-epochs", "3")
+    fill(page, "compare-epochs", "10")
     page.click("#compare-run")
-    wait_status(page, "compare-status", "re-trained with gml for 3 epochs")
+    wait_status(page, "compare-status", "re-trained with gml for 10 epochs")
     assert table_rows(page, "compare-table") == 3
     words = page.inner_text("#compare-table [role=grid]").split()
-    assert [w for w in words if w in ("old", "new", "ens")] == ["old", "new", "ens"]
+    columns = words[:8]
+    assert columns == ["output", "acc", "gm", "hm", "lr", "many", "medium", "few"]
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in
+            (words[8 + 8 * i: 16 + 8 * i] for i in range(3))}
+    assert list(rows) == ["old", "new", "ens"] and rows["old"]["many"] == "–"  # no class > 100
+    assert float(rows["new"]["few"]) > float(rows["old"]["few"])  # GML lifts the tail
     page.wait_for_selector("#compare-plot img, #compare-plot svg")
     shot(page, "compare", tmp_path)
     t1 = page.locator("#compare-t1 input[type=number]")
