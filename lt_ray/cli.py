@@ -19,16 +19,9 @@ from typing import Any
 import click
 
 from lt_ray import __version__
+from lt_ray.errors import one_line
 
 USER_ERROR = 2
-LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks escaped: a message quoting the user's input stays one line."""
-    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
-
-
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn LTRayError into one ``error: ...`` line and exit code 2.
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped: a message quoting the user's input stays one line."""
+    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
+
 
 class LTRayError(Exception):
     """A problem with what the user asked for: config, data, checkpoint, paths.

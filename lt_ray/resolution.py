@@ -343,7 +343,31 @@ def _resolve_stage(cfg: ExperimentConfig, spec: MethodSpec) -> Resolved | None:
         raise ConfigError(f"pretrained: {exc}") from None
     if spec.stage.check is not None:
         spec.stage.check(cfg, stage.config)
+    if path is not None:
+        _check_base_dataset(cfg, stage.config, path)
     return dataclasses.replace(stage, checkpoint=path)
+
+
+def _dataset_name(data: Any) -> str:
+    if data.dataset != "synthetic":
+        return data.dataset
+    return f"synthetic ({data.synthetic.num_classes} classes of {data.synthetic.image_size}px)"
+
+
+def _check_base_dataset(cfg: ExperimentConfig, stage: ExperimentConfig, path: str) -> None:
+    """A base read from ``pretrained.checkpoint`` is re-trained on its own dataset: another one
+    (other classes, however many) is refused before anything runs."""
+    ours, theirs = cfg.data, stage.data
+    if ours.dataset == theirs.dataset and (
+            ours.dataset != "synthetic" or ours.synthetic == theirs.synthetic):
+        return
+    fix = (f"set data.dataset={theirs.dataset}" if ours.dataset != theirs.dataset else
+           "set the base's data.synthetic values")
+    raise ConfigError(
+        f"pretrained.checkpoint={path} was trained on {_dataset_name(theirs)}, but this run's "
+        f"data is {_dataset_name(ours)}: a base is re-trained on its own dataset; {fix}, or "
+        f"pick a base of {_dataset_name(ours)}"
+    )
 
 
 def last_phase_start(run: Resolved) -> int:

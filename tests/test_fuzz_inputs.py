@@ -140,6 +140,8 @@ def mutate(data: st.DataObject, doc: Any, rounds: int) -> Any:
             # a value where a list or mapping is expected
             inner = list(old.values()) if isinstance(old, dict) else old
             node[slot] = data.draw(st.sampled_from(inner))
+        elif op in ("number", "sci") and isinstance(old, int) and abs(old) > 10**300:
+            node[slot] = old  # an int beyond float's range (drawn earlier) stays as it is
         elif op == "number" and isinstance(old, (int, float)) and not isinstance(old, bool):
             factor = data.draw(st.sampled_from([-1, 0, 0.5, 2, 1e6, 1e-6]))
             node[slot] = old * factor

@@ -147,7 +147,12 @@ def test_bad_base_checkpoints_are_refused(tmp_path):
         **TINY["data"]["synthetic"], "num_classes": 6}}}).replace({"train.epochs": 1})
     run(resolve(other), tmp_path / "six")
     _refused(_train([*base, "--set", f"pretrained.checkpoint={tmp_path / 'six/checkpoint.pt'}"],
-                    tmp_path), tmp_path, "has 6 classes, the data 4")
+                    tmp_path), tmp_path, "was trained on synthetic (6 classes of 8px), but this "
+             "run's data is synthetic (4 classes of 8px)")
+    _refused(_train([*base, "--set", f"pretrained.checkpoint={tmp_path / 'six/checkpoint.pt'}",
+                     "--set", "data.dataset=cifar100"], tmp_path), tmp_path,
+             "run's data is cifar100: a base is re-trained on its own dataset; set "
+             "data.dataset=synthetic")
     deeper = ExperimentConfig.from_dict(TINY).replace({"train.epochs": 1})
     run(resolve(deeper), tmp_path / "r20")
     state = torch.load(tmp_path / "r20" / "checkpoint.pt", weights_only=True)["state_dict"]

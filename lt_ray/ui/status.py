@@ -9,17 +9,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from lt_ray.errors import LTRayError
+from lt_ray.errors import LTRayError, one_line
 
 log = logging.getLogger(__name__)
-LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-
-
-def one_line(text: str) -> str:
-    """``text`` with its line breaks escaped (a quoted input cannot add lines)."""
-    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)
-
-
 def ok(text: str) -> str:
     return f'<div class="lt-status lt-ok">{html.escape(one_line(text))}</div>'
 

@@ -5,6 +5,7 @@ shipped study file, with ``--set`` overrides, as a Ray job."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,10 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
             return update
         out = places.work / f"report-{next(_reports)}"
         report = analyze(locations, out=str(out))
+        previous = state.get("report")
+        if previous is not None:  # this page's last report: its figures are shown no more
+            shutil.rmtree(previous, ignore_errors=True)
+        state["report"] = out
         update.update({table: report.markdown, gallery: figures(report.out, report.figures),
                        line: status.ok(f"{len(locations)} study(ies): {report.layout} table of "
                                        f"{len(report.table)} row(s)")})
