@@ -356,8 +356,11 @@ def test_ctrl_c_of_train_says_how_to_resume_and_the_resume_finishes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "lt_ray.cli", "train", *tiny_overrides(),
            "--set", "train.epochs=30", "--set", "data.synthetic.n_max=1000", "--out", str(out)]
+    # SIGINT as a terminal's Ctrl-C delivers it: a suite started in the background by a
+    # non-interactive shell ignores SIGINT, and the run would inherit that (and finish)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)

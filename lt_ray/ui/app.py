@@ -16,17 +16,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio reads it
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-import lt_ray  # noqa: E402
-from lt_ray import __version__, artifacts, storage  # noqa: E402
-from lt_ray.errors import LTRayError  # noqa: E402
-from lt_ray.tune.ray_runtime import has_gpus, start_ray, stop_ray  # noqa: E402
-from lt_ray.ui import compare_tab, inference_tab, studies_tab, train_tab  # noqa: E402
-from lt_ray.ui.locations import Places  # noqa: E402
+import lt_ray
+from lt_ray import __version__, artifacts, storage
+from lt_ray.errors import LTRayError
+from lt_ray.tune.ray_runtime import has_gpus, start_ray, stop_ray
+from lt_ray.ui import compare_tab, inference_tab, studies_tab, train_tab
+from lt_ray.ui.locations import Places
 
 CSS = """
 .lt-status { font-family: ui-monospace, monospace; padding: 4px 8px; border-radius: 4px; }

@@ -165,12 +165,23 @@ def curves(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
 
 
 def epoch_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["epoch", "train_loss"] + [f"{s}_{m}" for s in SPLITS
-                                         for m in ("acc", "gm", "hm", "lr")]
-    rows = [{c: (round(100 * r[c], 2) if c not in ("epoch", "train_loss") else
-                 round(r[c], 4) if c == "train_loss" else r[c])
-             for c in columns if isinstance(r.get(c), int | float)} for r in records]
-    return pd.DataFrame(rows, columns=columns)
+    """A row per evaluated epoch: its loss and the val/test metrics in %."""
+    percent = [f"{s}_{m}" for s in SPLITS for m in ("acc", "gm", "hm", "lr")]
+    rows = [{"epoch": r["epoch"], "train_loss": round(r.get("train_loss") or 0.0, 4),
+             **{c: round(100 * r[c], 2) for c in percent if isinstance(r.get(c), int | float)}}
+            for r in records]
+    return pd.DataFrame(rows, columns=["epoch", "train_loss", *percent])
+
+
+def reserve(out: Path) -> None:
+    """Create the run folder now (atomically): two pages that picked one name cannot both
+    start a run in it."""
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        if any(out.iterdir()):
+            raise LTRayError(f"run folder {out} was just taken; give another run name") \
+                from None
 
 
 def stop_all(runs: list[TrainRun], wait_s: float = STOP_ALL_WAIT_S) -> int:
@@ -260,8 +271,13 @@ def build(places: Places, session: gr.State, *, gpus: float,
         if not n_cpus or n_cpus <= 0 or n_gpus is None or n_gpus < 0:
             raise LTRayError("CPUs must be > 0 and GPUs >= 0")
         shown = shlex.join(["lt-ray", "train", *argv])
-        state["train"] = TrainRun(start_train(argv, cpus=float(n_cpus), gpus=float(n_gpus)),
-                                  out, shown)
+        reserve(out)
+        try:
+            ref = start_train(argv, cpus=float(n_cpus), gpus=float(n_gpus))
+        except BaseException:
+            _remove_empty(out)
+            raise
+        state["train"] = TrainRun(ref, out, shown)
         started.append(state["train"])
         empty = curves([])
         return {line: status.ok(f"started: run folder {out}"), command: shown,

@@ -181,3 +181,26 @@ def test_a_study_launch_is_validated_before_anything_is_submitted(tmp_path):
         plan_launch(space, storage_root=str(tmp_path))
     with pytest.raises(LTRayError, match="holds no study yet"):
         plan_launch(space, storage_root=str(tmp_path), name="other", resume=True)
+
+
+def test_lt_ray_ui_refuses_bad_options_in_one_line_before_starting_anything(tmp_path,
+                                                                           monkeypatch):
+    runner = CliRunner()
+    runs = tmp_path / "runs"
+    res = runner.invoke(main, ["ui", "--data-root", str(tmp_path / "none"), "--runs", str(runs)])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: --data-root {tmp_path / 'none'}: no such folder")
+    (tmp_path / "file").write_text("x")
+    res = runner.invoke(main, ["ui", "--runs", str(tmp_path / "file")])
+    assert res.exit_code == 2 and "--runs" in res.output and "is a file" in res.output
+    res = runner.invoke(main, ["ui", "--port", "70000"])
+    assert res.exit_code == 2 and res.output.startswith("error: Invalid value for '--port'")
+    assert not runs.exists()
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gradio" else real(name, *a))
+    res = runner.invoke(main, ["ui"])
+    assert res.exit_code == 2 and res.output.strip() == (
+        "error: lt-ray ui needs the ui extra: pip install -e '.[ui]' (Gradio)")
