@@ -301,9 +301,9 @@ def _parse_param(key: Any, value: Any) -> Param:
         return Param(key, dist, (tuple(args),), when)
     if not isinstance(args, list) or len(args) != DISTRIBUTIONS[dist]:
         raise ConfigError(f"space.{key}.{dist}: give a list of {DISTRIBUTIONS[dist]} numbers")
-    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
-               for a in args):
-        raise ConfigError(f"space.{key}.{dist}: bounds must be finite numbers, got {args}")
+    if not all(_finite(a) for a in args):
+        raise ConfigError(f"space.{key}.{dist}: bounds must be finite numbers, got "
+                          f"{_shown(args)}")
     lo, hi = args[0], args[1]
     if not lo < hi:
         raise ConfigError(f"space.{key}.{dist}: lower bound {lo} must be below upper bound {hi}")
@@ -390,9 +390,22 @@ def _positive_int(value: Any, key: str) -> int:
     return number
 
 
+def _finite(value: Any) -> bool:
+    """A number (not a bool), finite and within the float range (a YAML int may not be)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _nonneg(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (
-        isinstance(value, float) and math.isinf(value)
-    ):
-        raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
+    if not _finite(value) or not value >= 0:
+        raise ConfigError(f"{key} must be a finite number >= 0, got {_shown(value)}")
     return float(value)

@@ -108,7 +108,11 @@ def test_multi_objective():
         ({"search/num_samples": 0}, "search.num_samples must be > 0"),
         ({"grid/optim.lr": [0.1, 0.2]}, "either a grid axis or searched"),
         ({"resources": {"gpus": 1}}, "unknown key 'resources.gpus'"),
-        ({"resources": {"cpu": -1}}, "resources.cpu must be a number >= 0"),
+        ({"resources": {"cpu": -1}}, "resources.cpu must be a finite number >= 0"),
+        # a YAML int beyond float's range (what the fuzz drew): one line, not an OverflowError
+        ({"resources": {"cpu": 10**400}}, "resources.cpu must be a finite number >= 0, got "
+                                          "10000000000000000000... (401 characters)"),
+        ({"space/optim.lr": {"uniform": [0.01, 10**400]}}, "bounds must be finite numbers"),
         ({"serach": {}}, "unknown key 'serach'; did you mean 'search'"),
         ({"grid/method.name": ["ce", "ldamm"]}, "unknown method 'ldamm'"),
         ({"base/train/epochs": 0}, "train.epochs must be > 0"),
