@@ -71,7 +71,6 @@ def serve(*, host: str, port: int, address: str | None, data_root: str | None, r
     runs_dir = Path(runs).expanduser().resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
         raise LTRayError(f"--runs {runs_dir} is a file; give a folder")
-    runs_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lt-ray-ui-"))
     places = Places(runs=runs_dir, storage=storage.normalize(study_storage),
                     artifacts=artifacts.resolve_root(artifact_root),
