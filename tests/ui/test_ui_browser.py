@@ -51,20 +51,23 @@ def sets(extra: dict) -> list[str]:
 
 
 def _read_until(proc: subprocess.Popen, needle: str, timeout_s: float) -> str:
-    """The first stdout line of ``proc`` holding ``needle`` (the rest is drained)."""
-    found: list[str] = []
+    """The first stdout line of ``proc`` holding ``needle`` (the rest is drained); what it
+    printed is in the error when the line does not come."""
+    lines: list[str] = []
     seen = threading.Event()
 
     def pump() -> None:
         for line in proc.stdout:
-            if needle in line and not found:
-                found.append(line.strip())
+            lines.append(line.rstrip())
+            if needle in line:
                 seen.set()
 
     threading.Thread(target=pump, daemon=True).start()
     if not seen.wait(timeout_s):
-        raise AssertionError(f"lt-ray ui printed no {needle!r} in {timeout_s} s")
-    return found[0]
+        tail = "\n".join(lines[-40:])
+        raise AssertionError(f"lt-ray ui printed no {needle!r} in {timeout_s} s (exit code "
+                             f"{proc.poll()}); its output:\n{tail}")
+    return next(line for line in lines if needle in line)
 
 
 @pytest.fixture(scope="module")
