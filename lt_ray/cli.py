@@ -19,9 +19,11 @@ from typing import Any
 import click
 
 from lt_ray import __version__
-from lt_ray.errors import one_line
+from lt_ray.errors import LTRayError, one_line
 
 USER_ERROR = 2
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn LTRayError into one ``error: ...`` line and exit code 2.
 
@@ -31,8 +33,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lt_ray.errors import LTRayError
-
         try:
             return fn(*args, **kwargs)
         except LTRayError as exc:
@@ -142,7 +142,6 @@ def same_run_config(path: Path, resolved: Any) -> bool:
     import yaml
 
     from lt_ray.config import ExperimentConfig, yaml_load
-    from lt_ray.errors import LTRayError
     from lt_ray.resolution import resolve
 
     try:
@@ -154,7 +153,6 @@ def same_run_config(path: Path, resolved: Any) -> bool:
 
 def check_out_dir(out: Path, resolved: Any, *, overwrite: bool, resume: bool) -> None:
     """Refuse to mix two runs in one folder unless asked to (writes nothing)."""
-    from lt_ray.errors import LTRayError
     from lt_ray.experiment import CONFIG_FILE, run_files
 
     outputs = run_files(out)
@@ -208,7 +206,6 @@ def train(config: str | None, method: str | None, overrides: tuple[str, ...],
     A pretrained: section (the GML plug-in) is trained first, once, into the artifacts."""
     from lt_ray import artifacts as A
     from lt_ray.data import build_dataset
-    from lt_ray.errors import LTRayError
     from lt_ray.experiment import run, runtime_device
     from lt_ray.resolution import resolve
     from lt_ray.storage import check_location, is_uri
@@ -280,8 +277,6 @@ def predict(checkpoint: str, images: tuple[str, ...], split: str | None, top_k: 
             as_json: bool, data_root: str | None, device: str) -> None:
     """Classify IMAGE files (top-k classes and probabilities) with a trained checkpoint, or
     re-evaluate a whole --split of its dataset (the run's recorded metrics)."""
-    from lt_ray.errors import LTRayError
-
     if bool(images) == (split is not None):
         raise LTRayError("give either IMAGE files or --split val|test|fulltest (not both)"
                          if images else "give IMAGE files or --split val|test|fulltest")
@@ -507,7 +502,6 @@ def ui(host: str, port: int, address: str | None, data_root: str | None, runs: s
     pip install -e '.[ui]')."""
     import importlib.util
 
-    from lt_ray.errors import LTRayError
     from lt_ray.storage import check_location
 
     if importlib.util.find_spec("gradio") is None:

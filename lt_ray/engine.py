@@ -163,6 +163,11 @@ def eval_precision(train: TrainConfig) -> str:
     return "fp32" if train.eval_precision == "fp32" else train.precision
 
 
+def eval_dtype(train: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype evaluations use on ``device`` (None: fp32)."""
+    return resolve_precision(eval_precision(train), device)
+
+
 @torch.no_grad()
 def encode_splits(method: Method, data: LTData, train: TrainConfig,
                   device: torch.device) -> dict[str, torch.Tensor]:
@@ -245,7 +250,7 @@ def fit(
     train = cfg.train
     device = method.ctx.device
     dtype = resolve_precision(train.precision, device)
-    eval_dtype = None if train.eval_precision == "fp32" else dtype
+    evaluation_dtype = eval_dtype(train, device)
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     method.to(device=device, memory_format=memory_format)
     if device.type == "cuda":
@@ -332,7 +337,7 @@ def fit(
         if evaluated:
             splits = ("val", "test", "fulltest") if last else ("val", "test")
             last_eval, last_per_class = evaluate(
-                method, data, splits, train, device, eval_dtype
+                method, data, splits, train, device, evaluation_dtype
             )
             record.update(last_eval)
         record["epoch_time_s"] = time.perf_counter() - epoch_start
@@ -347,7 +352,7 @@ def fit(
 
     if start_epoch == epochs:  # nothing to train, or a resumed finished run: evaluate once
         last_eval, last_per_class = evaluate(
-            method, data, ("val", "test", "fulltest"), train, device, eval_dtype
+            method, data, ("val", "test", "fulltest"), train, device, evaluation_dtype
         )
         if not history:  # an evaluate-only method: one record, epoch 0
             history.append({"epoch": 0, **last_eval})

@@ -226,6 +226,20 @@ def ensure_stages(resolved: Resolved, root: str | None, *, data_root: str | None
     return root
 
 
+def build_run(resolved: Resolved, device: torch.device, *, data: LTData | None = None,
+              data_root: str | None = None, artifacts: str | None = None,
+              build_artifacts: bool = True) -> tuple[Method, LTData]:
+    """The method of ``resolved`` on ``device``, ready to train, and its data: the data built
+    (unless given), the stages built or read, the seed set. What :func:`run` trains, and what
+    the GML comparison (:mod:`lt_ray.retrain`) trains and keeps."""
+    if data is None:
+        data = build_dataset(resolved.config.data, data_root)
+    root = ensure_stages(resolved, artifacts, data_root=data_root, data=data,
+                         build=build_artifacts)
+    seed_everything(resolved.config.seed)
+    return build_method(resolved, data, device, root=root), data
+
+
 def run(
     resolved: Resolved,
     out_dir: Path | None,
@@ -255,12 +269,8 @@ def run(
     device = runtime_device(cfg)
     if resume and out_dir is not None and (out_dir / CHECKPOINT_FILE).is_file():
         load_resumable(out_dir / CHECKPOINT_FILE)  # a refused resume reads and writes nothing
-    if data is None:
-        data = build_dataset(cfg.data, data_root)
-    root = ensure_stages(resolved, artifacts, data_root=data_root, data=data,
-                         build=build_artifacts)
-    seed_everything(cfg.seed)
-    method = build_method(resolved, data, device, root=root)
+    method, data = build_run(resolved, device, data=data, data_root=data_root,
+                             artifacts=artifacts, build_artifacts=build_artifacts)
     checkpoint = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from lt_ray.checkpoint import checkpoint_file, load_checkpoint, load_weights
 from lt_ray.config import ExperimentConfig
 from lt_ray.data import DeviceLoader, LTData, Split, build_dataset
 from lt_ray.data.cifar import CIFAR_MEAN, CIFAR_STD
-from lt_ray.engine import evaluate, resolve_precision
+from lt_ray.engine import eval_dtype, evaluate
 from lt_ray.errors import CheckpointError, ConfigError, DataError, LTRayError
 from lt_ray.experiment import build_method
 from lt_ray.methods import Method
@@ -235,10 +235,8 @@ def evaluate_split(trained: Trained, split: str, *, data_root: str | None = None
             f"{trained.class_counts.tolist()}); point --data-root at the same data"
         )
     train = trained.cfg.train
-    dtype = None if train.eval_precision == "fp32" else resolve_precision(
-        train.precision, trained.device)
     return evaluate(trained.method, data.to(trained.device), (split,), train, trained.device,
-                    dtype)
+                    eval_dtype(train, trained.device))
 
 
 # --- output ------------------------------------------------------------------------------

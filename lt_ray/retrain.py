@@ -20,10 +20,9 @@ import torch
 
 from lt_ray.checkpoint import checkpoint_file, load_checkpoint
 from lt_ray.config import ExperimentConfig
-from lt_ray.data import build_dataset
-from lt_ray.engine import eval_precision, fit, resolve_precision, split_logits
+from lt_ray.engine import eval_dtype, fit, split_logits
 from lt_ray.errors import CheckpointError, ConfigError
-from lt_ray.experiment import build_method, ensure_stages, runtime_device, seed_everything
+from lt_ray.experiment import build_run, runtime_device
 from lt_ray.methods.gml import ENSEMBLE, ensemble
 from lt_ray.metrics import split_metrics
 from lt_ray.resolution import resolve
@@ -84,15 +83,11 @@ def retrain(cfg: ExperimentConfig, *, data_root: str | None = None,
     if cfg.method.name != "gml":
         raise ConfigError(f"method.name={cfg.method.name!r}: the comparison re-trains with gml")
     device = runtime_device(cfg)
-    data = build_dataset(cfg.data, data_root)
-    root = ensure_stages(resolved, artifacts, data_root=data_root, data=data, build=True)
-    seed_everything(cfg.seed)
-    method = build_method(resolved, data, device, root=root)
+    method, data = build_run(resolved, device, data_root=data_root, artifacts=artifacts)
     result = fit(method, data, cfg)
-    dtype = resolve_precision(cfg.train.precision, device)
-    dtype = None if eval_precision(cfg.train) == "fp32" else dtype
     method.eval()
-    logits = split_logits(method, SPLIT, data.to(device), cfg.train, device, dtype)
+    logits = split_logits(method, SPLIT, data.to(device), cfg.train, device,
+                          eval_dtype(cfg.train, device))
     return Retrained(
         cfg=cfg, base=resolved.stage.config.method.name if resolved.stage else "base",
         metrics=dict(result.metrics),

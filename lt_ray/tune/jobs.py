@@ -11,14 +11,14 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lt_ray import storage
 from lt_ray.config import parse_override
 from lt_ray.errors import LTRayError
 from lt_ray.tune.parse import check_study_name, load_spec
-from lt_ray.tune.study_folder import STUDY_FILE, study_dir_for
+from lt_ray.tune.study_folder import check_study_dir, study_dir_for, with_absolute_data_root
 
 LOG_CHARS = 6_000
 AGENT_WAIT_S = 30.0  # how long a submission waits for the job agent of a Ray just started
@@ -38,18 +38,14 @@ def plan_launch(space: str, *, storage_root: str, overrides: Sequence[str] = (),
                 resume: bool = False) -> StudyLaunch:
     """Validate the study file ``space`` with ``overrides`` (``KEY=VALUE``) and say what the
     job will run; an LTRayError for a bad file, override or name, or for a study that exists
-    already (unless ``resume``) or does not (with ``resume``)."""
+    already (unless ``resume``), or is not this very study (with ``resume``): the sweep's own
+    checks, before anything is submitted."""
     changes = dict(parse_override(text) for text in overrides)
     spec = load_spec(space, overrides=changes)
     if name:
-        check_study_name(name, "study name")
-    study = study_dir_for(storage_root, name or spec.name)
-    exists = storage.is_file(storage.join(study, STUDY_FILE))
-    if exists and not resume:
-        raise LTRayError(f"{study} already holds a study; open it, tick resume to continue "
-                         "it, or give another study name")
-    if resume and not exists:
-        raise LTRayError(f"resume: {study} holds no study yet; untick resume to start it")
+        spec = replace(spec, name=check_study_name(name, "study name"))
+    study = study_dir_for(storage_root, spec.name)
+    check_study_dir(study, with_absolute_data_root(spec), resume=resume)  # as the sweep will
     command = ["lt-ray", "sweep", space, "--storage", storage.normalize(storage_root)]
     command += ["--name", name] if name else []
     for text in overrides:

@@ -5,6 +5,7 @@ the study launch's validation."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -177,14 +178,19 @@ def test_a_study_launch_is_validated_before_anything_is_submitted(tmp_path):
         plan_launch(space, storage_root=str(tmp_path), overrides=["train.epoch=2"])
     (tmp_path / "quickstart").mkdir()
     (tmp_path / "quickstart" / "study.json").write_text("{}")
-    with pytest.raises(LTRayError, match="already holds a study"):
+    with pytest.raises(LTRayError, match="study 'quickstart' already exists in "):
         plan_launch(space, storage_root=str(tmp_path))
-    with pytest.raises(LTRayError, match="holds no study yet"):
+    with pytest.raises(LTRayError, match=r"holds no study \(study.json missing\)"):
         plan_launch(space, storage_root=str(tmp_path), name="other", resume=True)
+    with pytest.raises(LTRayError, match="the study definition changed"):  # not this study
+        plan_launch(space, storage_root=str(tmp_path), resume=True)
 
 
 def test_lt_ray_ui_refuses_bad_options_in_one_line_before_starting_anything(tmp_path,
                                                                            monkeypatch):
+    lt_logger = logging.getLogger("lt_ray")  # lt-ray ui sets up its logging: undone after
+    monkeypatch.setattr(lt_logger, "propagate", lt_logger.propagate)
+    monkeypatch.setattr(lt_logger, "handlers", list(lt_logger.handlers))
     runner = CliRunner()
     runs = tmp_path / "runs"
     res = runner.invoke(main, ["ui", "--data-root", str(tmp_path / "none"), "--runs", str(runs)])
