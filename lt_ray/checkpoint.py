@@ -11,7 +11,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -31,14 +31,31 @@ def checkpoint_file(path: str | Path) -> Path:
     return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
+def save_object(obj: Any, f: BinaryIO) -> None:
+    """``torch.save`` into ``f``; a signal that arrives during it ends in its own exception.
+
+    Interrupted in the middle of a record, torch's zip writer fails while closing the file
+    (``RuntimeError: ... unexpected pos``) and hides the KeyboardInterrupt or SystemExit: a
+    stopped build or run would then look like a failed one and lose its last checkpoint."""
+    try:
+        torch.save(obj, f)
+    except Exception as exc:
+        stop = exc.__context__
+        while stop is not None and not isinstance(stop, (KeyboardInterrupt, SystemExit)):
+            stop = stop.__context__
+        if stop is None:
+            raise
+        raise stop from None
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    """:func:`save_object` to a temp file in the same folder, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            save_object(obj, f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

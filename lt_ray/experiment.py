@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from lt_ray import __version__, artifacts, storage
-from lt_ray.checkpoint import load_checkpoint, load_resumable, load_weights
+from lt_ray.checkpoint import load_checkpoint, load_resumable, load_weights, save_object
 from lt_ray.config import ExperimentConfig
 from lt_ray.context import LTContext
 from lt_ray.data import LTData, build_dataset
@@ -136,7 +136,7 @@ def stage_features(run: Resolved, base: Method, data: LTData, device: torch.devi
             return cached
     features = encode_splits(base, data, cfg.train, device)
     buffer = io.BytesIO()
-    torch.save(features, buffer)
+    save_object(features, buffer)
     storage.write_bytes(path, buffer.getvalue())
     log.info("cached %s features of %d images in %s", base.__class__.__name__,
              sum(len(v) for v in features.values()), path)

@@ -103,6 +103,42 @@ def test_a_build_stopped_on_a_signal_keeps_its_checkpoint_and_the_next_one_resum
     assert [r["train_loss"] for r in history] == [r["train_loss"] for r in redo]
 
 
+def test_a_build_stopped_while_it_writes_a_checkpoint_is_stopped_not_failed(
+        tmp_path, monkeypatch):
+    """The signal lands inside torch.save of epoch 2 (as Ray's cancel did in a CI run): the
+    build keeps epoch 1's checkpoint, marked as stopped, for the next build to resume."""
+    import torch
+    from test_models_checkpoint import StopsOnThirdWrite
+
+    from lt_ray import experiment
+
+    stage, root = _stage(3), str(tmp_path / "artifacts")
+    real_save, saves = torch.save, []
+
+    def second_save_stops(obj, f, *args, **kwargs):
+        saves.append(obj)
+        if len(saves) == 2:
+            real_save(obj, StopsOnThirdWrite(), *args, **kwargs)
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", second_save_stops)
+    try:
+        experiment.build_artifact(root, stage)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the build was not stopped")
+    (kept,) = (tmp_path / "artifacts").glob(".building-*")
+    assert sorted(p.name for p in kept.iterdir()) == [artifacts.INTERRUPTED, "checkpoint.pt",
+                                                      "config.yaml", "progress.jsonl"]
+    assert torch.load(kept / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+    monkeypatch.setattr(torch, "save", real_save)
+    folder = experiment.build_artifact(root, stage)
+    history = json.loads((Path(folder) / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
 def test_a_running_build_is_never_claimed(tmp_path):
     stage = _stage(1)
     work = tmp_path / f".building-{stage.hash}-1"

@@ -1,7 +1,15 @@
+import io
+
 import pytest
 import torch
 
-from lt_ray.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from lt_ray.checkpoint import (
+    atomic_save,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_object,
+)
 from lt_ray.errors import CheckpointError, ConfigError
 from lt_ray.models import MODELS, NormedLinear, build_model
 
@@ -88,3 +96,45 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+class StopsOnThirdWrite(io.BytesIO):
+    """A file that receives a signal (KeyboardInterrupt) in the middle of torch.save."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, b):
+        self.writes += 1
+        if self.writes == 3:
+            raise KeyboardInterrupt
+        return super().write(b)
+
+
+def test_a_signal_during_a_save_ends_in_the_signal_not_in_torchs_writer_error():
+    obj = {"w": torch.randn(100, 100)}
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch alone reports
+        torch.save(obj, StopsOnThirdWrite())
+    with pytest.raises(KeyboardInterrupt):
+        save_object(obj, StopsOnThirdWrite())
+    buffer = io.BytesIO()
+    save_object(obj, buffer)  # an uninterrupted save is torch.save's
+    assert torch.equal(torch.load(io.BytesIO(buffer.getvalue()))["w"], obj["w"])
+
+
+def test_an_interrupted_atomic_save_keeps_the_previous_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"epoch": 1}, path)
+    real_save = torch.save
+
+    def save_then_stop(obj, f, *args, **kwargs):
+        stopping = StopsOnThirdWrite()
+        real_save({"w": torch.randn(100, 100)}, stopping, *args, **kwargs)
+        f.write(stopping.getvalue())
+
+    monkeypatch.setattr(torch, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"epoch": 2}, path)
+    assert torch.load(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
