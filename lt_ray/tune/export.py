@@ -44,9 +44,11 @@ def tune_trials(results: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     return {t.trial_id: (t.status, dict(t.config or {})) for t in analysis.trials}
 
 
-def trial_status(result: Any, tune_status: str | None) -> str:
-    metrics = result.metrics or {}
-    if result.error is not None or metrics.get(FAILED_KEY) or tune_status == "ERROR":
+def trial_status(metrics: dict[str, Any], tune_status: str | None, *,
+                 error: bool = False) -> str:
+    """lt-ray's word for a trial that is no longer running, from its last reported ``metrics``
+    and Tune's status (``error``: Tune kept an error for it)."""
+    if error or metrics.get(FAILED_KEY) or tune_status == "ERROR":
         return "failed"
     if metrics.get(STOPPED_KEY):
         return "early_stopped"
@@ -71,7 +73,7 @@ def records_for_study(study: dict[str, Any], results: Any) -> list[TrialRecord]:
         metrics = dict(result.metrics or {})
         if metrics.get("trial_id", trial_id) != trial_id:
             metrics = {}  # an interrupted trial's actor last ran another trial (reuse_actors)
-        status = trial_status(result, tune_status)
+        status = trial_status(result.metrics or {}, tune_status, error=result.error is not None)
         named = output_metric_columns(metrics)
         final = {k: _num(metrics.get(k)) for k in (*ALL_NAMES, *named, *HISTORY_KEYS)}
         final["wall_time_s"] = _num(metrics.get("time_total_s"))  # Tune's trial wall time

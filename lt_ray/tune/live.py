@@ -12,17 +12,17 @@ from typing import Any
 import pandas as pd
 
 from lt_ray import storage
+from lt_ray.tune.export import trial_status
 from lt_ray.tune.search import CELL_KEY
 from lt_ray.tune.study_folder import TUNE_DIR, read_study_file
 
-STATUS = {"TERMINATED": "completed", "ERROR": "failed", "RUNNING": "running",
-          "PENDING": "pending", "PAUSED": "paused"}
-FINISHED = ("completed", "failed")
+UNFINISHED = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}  # Tune's -> ours
 
 
 def trial_progress(study_dir: str) -> pd.DataFrame | None:
-    """A row per trial: id, status, cell, epochs done, the study's first objective, the searched
-    hyper-parameters; None when Tune has not saved the experiment yet."""
+    """A row per trial: id, status (a finished trial's as ``trials.parquet`` has it), cell,
+    epochs done, the study's first objective, the searched hyper-parameters; None when Tune has
+    not saved the experiment yet."""
     from ray.tune import ExperimentAnalysis
     from ray.tune.error import TuneError
 
@@ -40,7 +40,8 @@ def trial_progress(study_dir: str) -> pd.DataFrame | None:
         config: dict[str, Any] = dict(trial.config or {})
         result = trial.last_result or {}
         cell = config.get(CELL_KEY)
-        row = {"trial_id": trial.trial_id, "status": STATUS.get(trial.status, trial.status),
+        status = UNFINISHED.get(trial.status) or trial_status(result, trial.status)
+        row = {"trial_id": trial.trial_id, "status": status,
                "cell": labels.get(int(cell), str(cell)) if isinstance(cell, int) else "",
                "epoch": result.get("epoch"), metric: result.get(metric)}
         row.update({key: config.get(key) for key in space})
@@ -56,4 +57,5 @@ def describe(frame: pd.DataFrame) -> str:
 
 
 def is_running(frame: pd.DataFrame | None) -> bool:
-    return frame is not None and not frame["status"].isin(FINISHED).all()
+    """Whether a trial of ``frame`` is still to finish."""
+    return frame is not None and bool(frame["status"].isin(UNFINISHED.values()).any())

@@ -19,6 +19,7 @@ from conftest import TINY
 from lt_ray.cli import main
 from lt_ray.errors import LTRayError
 from lt_ray.metrics import ALL_NAMES
+from lt_ray.tune import live
 from lt_ray.tune.parse import parse_spec
 from procutil import kill_session
 
@@ -118,6 +119,11 @@ def test_failing_trial_is_recorded_not_retried_and_told_to_optuna_as_failed(tmp_
         study_name=s.study_name, storage=storage).trials]
         for s in optuna.get_all_study_summaries(storage)}
     assert states == {"fails-cell-00": ["COMPLETE"], "fails-cell-01": ["FAIL"]}
+    # the live view (the web UI's) reads the same statuses from Tune's state: Tune itself
+    # has the failed run as TERMINATED, it reported its error
+    progress = live.trial_progress(str(tmp_path / "res" / "fails")).set_index("trial_id")
+    assert progress["status"].to_dict() == trials.set_index("trial_id")["status"].to_dict()
+    assert not live.is_running(progress)
 
 
 def test_resume_on_missing_study_and_unreachable_address(tmp_path):
