@@ -51,7 +51,7 @@ def build_page(places: Places, *, dashboard_url: str | None, gpus: float, local_
         gr.Markdown(f"## lt-ray {__version__}: long-tailed recognition on Ray"
                     + (f" · [Ray dashboard]({dashboard_url})" if dashboard_url else ""))
         with gr.Tab("Train", id="train"):
-            train_tab.build(places, session, gpus=gpus, started=started)
+            train_tab.build(places, session, page, gpus=gpus, started=started)
         with gr.Tab("Inference", id="inference"):
             inference_tab.build(places)
         with gr.Tab("Compare", id="compare"):

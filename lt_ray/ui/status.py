@@ -12,6 +12,8 @@ from typing import Any
 from lt_ray.errors import LTRayError, one_line
 
 log = logging.getLogger(__name__)
+
+
 def ok(text: str) -> str:
     return f'<div class="lt-status lt-ok">{html.escape(one_line(text))}</div>'
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ NO_PRETRAINED = "(none: train from scratch)"
 CURVES = {"acc_gm": (("acc", "Acc"), ("gm", "GM")), "hm_lr": (("hm", "HM"), ("lr", "LR"))}
 SPLITS = ("val", "test")
 TICK_S = 1.0
+RUN_KEY = "lt-ray-train-run"  # the browser's record of the run it started (its token)
 STOP_ALL_WAIT_S = 60.0  # at exit: how long the stopped runs get to checkpoint
 
 
@@ -49,6 +51,7 @@ class TrainRun:
     started: float = field(default_factory=time.time)
     stopping: bool = False
     outcome: TrainOutcome | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # kept by its browser only
 
 
 @dataclass
@@ -198,11 +201,19 @@ def stop_all(runs: list[TrainRun], wait_s: float = STOP_ALL_WAIT_S) -> int:
     return len(going)
 
 
-def build(places: Places, session: gr.State, *, gpus: float,
+def started_by(token: str | None, started: list[TrainRun]) -> TrainRun | None:
+    """The run of ``started`` whose token a browser kept; None for an unknown one (a server
+    started since, or no run)."""
+    return next((run for run in started if token and run.token == token), None)
+
+
+def build(places: Places, session: gr.State, page: gr.Blocks, *, gpus: float,
           started: list[TrainRun]) -> None:
-    """The tab's components and events (inside a ``gr.Tab``); ``started`` collects the runs
-    this page starts."""
+    """The tab's components and events (inside a ``gr.Tab`` of ``page``); ``started`` collects
+    the runs this page starts. A browser keeps the token of the run it started, so a reloaded
+    page takes that run back (curves, Stop); other browsers never see it."""
     ckpts = checkpoints(places)
+    remembered = gr.BrowserState(None, storage_key=RUN_KEY)
     with gr.Row():
         dataset = gr.Dropdown(DATASETS.names(), value="cifar10", label="dataset",
                               elem_id="train-dataset")
@@ -282,6 +293,15 @@ def build(places: Places, session: gr.State, *, gpus: float,
         empty = curves([])
         return {line: status.ok(f"started: run folder {out}"), command: shown,
                 acc_gm: empty["acc_gm"], hm_lr: empty["hm_lr"], table: epoch_table([]),
+                timer: gr.Timer(active=True), remembered: state["train"].token}
+
+    @status.shows_errors(line)
+    def on_load(state: dict[str, Any], token: str | None) -> dict[Any, Any]:
+        run = started_by(token, started)
+        if run is None:
+            return {remembered: None}
+        state["train"] = run
+        return {line: status.ok(f"back to the run in {run.out}"), command: run.command,
                 timer: gr.Timer(active=True)}
 
     @status.shows_errors(line)
@@ -323,7 +343,8 @@ def build(places: Places, session: gr.State, *, gpus: float,
         return {line: status.ok(f"stopping: the run keeps its last epoch in {run.out}")}
 
     outputs = [line, command, acc_gm, hm_lr, table, timer]
-    start.click(on_start, [session, name, cpus, gpu, *fields], outputs)
+    start.click(on_start, [session, name, cpus, gpu, *fields], [*outputs, remembered])
+    page.load(on_load, [session, remembered], [*outputs, remembered])
     timer.tick(on_tick, [session], outputs)
     stop.click(on_stop, [session], outputs)
 

@@ -195,7 +195,8 @@ def test_train_draws_each_epochs_points_and_shows_its_run_folder(page, server, t
     shot(page, "train", tmp_path)
 
 
-def test_stop_really_stops_and_another_users_page_sees_none_of_it(page, browser, server):
+def test_stop_really_stops_a_reloaded_page_takes_its_run_back_and_another_users_page_sees_none(
+        page, browser, server):
     train_form(page, "stopped", 200, {"data.synthetic.n_max": 400})
     page.click("#train-start")
     other = browser.new_context().new_page()
@@ -205,6 +206,13 @@ def test_stop_really_stops_and_another_users_page_sees_none_of_it(page, browser,
     page.locator("#train-status .lt-status", has_text=re.compile(r"epoch \d+ done")).wait_for()
     assert table_rows(other, "train-epochs-table") == 0
     other.context.close()
+    page.reload()  # the browser kept its run's token: the reloaded page takes the run back
+    page.wait_for_selector("#train-start")
+    page.locator("#train-status .lt-status", has_text=re.compile(
+        r"running \(\d+ s, epoch \d+ done\): run folder .*/stopped$")).wait_for()
+    assert "--out " in page.input_value("#train-command textarea")
+    page.wait_for_function("Number(document.querySelector('#train-epochs-table [role=grid]')"
+                           "?.getAttribute('aria-rowcount')) > 1")  # its epochs, drawn again
     page.click("#train-stop")
     wait_status(page, "train-status", "stopped:")
     status = status_line(page, "train-status")

@@ -22,7 +22,14 @@ from lt_ray.errors import CheckpointError, ConfigError, LTRayError  # noqa: E402
 from lt_ray.experiment import PROGRESS_FILE, read_progress  # noqa: E402
 from lt_ray.tune.jobs import plan_launch  # noqa: E402
 from lt_ray.ui.locations import Places, checkpoints, expand_studies  # noqa: E402
-from lt_ray.ui.train_tab import TrainForm, curves, form_overrides, plan  # noqa: E402
+from lt_ray.ui.train_tab import (  # noqa: E402
+    TrainForm,
+    TrainRun,
+    curves,
+    form_overrides,
+    plan,
+    started_by,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "analysis" / "cpu30" / "studies"
@@ -71,6 +78,14 @@ def test_plan_validates_like_the_cli_and_writes_nothing(tmp_path):
     assert out == where.runs / "fresh" and not out.exists()
     assert argv[:2] == ["--method", "ce"] and argv[-4:] == [
         "--out", str(out), "--artifacts", str(tmp_path / "art")]
+
+
+def test_a_reloaded_page_gets_back_only_the_run_whose_token_its_browser_kept(tmp_path):
+    mine, theirs = (TrainRun(ref=None, out=tmp_path / n, command="") for n in ("a", "b"))
+    assert mine.token != theirs.token and len(mine.token) == 32
+    assert started_by(mine.token, [theirs, mine]) is mine
+    for kept in (None, "", theirs.token[:8], str(mine.out)):  # none, a guess, a folder name
+        assert started_by(kept, [mine]) is None
 
 
 def test_a_run_writes_its_progress_line_by_line_as_the_history(tmp_path):
