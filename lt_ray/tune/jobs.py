@@ -95,9 +95,14 @@ def submit(launch: StudyLaunch, dashboard_url: str | None, *,
 
 
 def job_state(job_id: str, dashboard_url: str | None) -> tuple[str, str]:
-    """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) and its log's tail."""
+    """The job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) and its log's tail; an
+    LTRayError for a job this Ray does not know (one of a Ray that has stopped since)."""
     client = _client(dashboard_url)
-    return str(client.get_job_status(job_id).value), client.get_job_logs(job_id)[-LOG_CHARS:]
+    try:
+        return (str(client.get_job_status(job_id).value),
+                client.get_job_logs(job_id)[-LOG_CHARS:])
+    except RuntimeError as exc:
+        raise LTRayError(f"job {job_id}: {_first_line(exc)}") from None
 
 
 def stop_job(job_id: str, dashboard_url: str | None) -> None:

@@ -48,17 +48,20 @@ def build_page(places: Places, *, dashboard_url: str | None, gpus: float, local_
     """The four tabs; ``started`` collects the runs the page starts (to stop them at exit)."""
     with gr.Blocks(analytics_enabled=False, title="lt-ray") as page:
         session = gr.State({})
+        # what a browser keeps across reloads; outside the tabs, which mount when first shown
+        kept_run = gr.BrowserState(None, storage_key=train_tab.RUN_KEY)
+        kept_job = gr.BrowserState(None, storage_key=studies_tab.JOB_KEY)
         gr.Markdown(f"## lt-ray {__version__}: long-tailed recognition on Ray"
                     + (f" · [Ray dashboard]({dashboard_url})" if dashboard_url else ""))
         with gr.Tab("Train", id="train"):
-            train_tab.build(places, session, page, gpus=gpus, started=started)
+            train_tab.build(places, session, page, kept_run, gpus=gpus, started=started)
         with gr.Tab("Inference", id="inference"):
             inference_tab.build(places)
         with gr.Tab("Compare", id="compare"):
             compare_tab.build(places, session)
         with gr.Tab("Studies", id="studies"):
-            studies_tab.build(places, session, dashboard_url, committed_studies(),
-                              local_ray=local_ray)
+            studies_tab.build(places, session, page, kept_job, dashboard_url,
+                              committed_studies(), local_ray=local_ray)
     return page
 
 

@@ -25,6 +25,7 @@ from lt_ray.ui.locations import Places, expand_studies, studies, study_files
 
 REFRESH_S = 5.0
 JOB_TICK_S = 2.0
+JOB_KEY = "lt-ray-study-job"  # the browser's record of the job it launched
 FIGURE_ORDER = ("comparison", "per_class", "learning_curves", "base_curves")
 _reports = itertools.count()
 
@@ -58,10 +59,12 @@ def figures(out: str, names: tuple[str, ...]) -> list[tuple[str, str]]:
             sorted(pngs, key=rank)]
 
 
-def build(places: Places, session: gr.State, dashboard_url: str | None,
-          committed: tuple[Path, ...], *, local_ray: bool) -> None:
-    """The tab's components and events (inside a ``gr.Tab``); a ``local_ray``'s jobs run this
-    interpreter's lt-ray, a cluster's the ``lt-ray`` of its head."""
+def build(places: Places, session: gr.State, page: gr.Blocks, remembered: gr.BrowserState,
+          dashboard_url: str | None, committed: tuple[Path, ...], *, local_ray: bool) -> None:
+    """The tab's components and events (inside a ``gr.Tab`` of ``page``); a ``local_ray``'s
+    jobs run this interpreter's lt-ray, a cluster's the ``lt-ray`` of its head. The browser
+    keeps the job it launched in ``remembered`` (:data:`JOB_KEY`), so a reloaded page follows
+    it again."""
     program = (sys.executable, "-m", "lt_ray.cli") if local_ray else ("lt-ray",)
     with gr.Row():
         chosen = gr.Dropdown(studies(places, committed) + [str(p) for p in committed],
@@ -145,6 +148,19 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
         state["job"] = (job_id, plan.study_dir, time.time())
         return {job_line: status.ok(f"job {job_id} submitted: {' '.join(plan.command)}; "
                                     f"study folder {plan.study_dir}"),
+                job_timer: gr.Timer(active=True), remembered: list(state["job"])}
+
+    @status.shows_errors(job_line)
+    def on_load(state: dict[str, Any], kept: list[Any] | None) -> dict[Any, Any]:
+        if not kept or not dashboard_url:
+            return {remembered: None}
+        job_id, study_dir, started = kept
+        try:
+            jobs.job_state(job_id, dashboard_url)
+        except LTRayError:  # a job of a Ray that has stopped since
+            return {remembered: None}
+        state["job"] = (job_id, study_dir, started)
+        return {job_line: status.ok(f"job {job_id}: following it again"),
                 job_timer: gr.Timer(active=True)}
 
     @status.shows_errors(job_line)
@@ -176,6 +192,8 @@ def build(places: Places, session: gr.State, dashboard_url: str | None,
     watch.tick(on_watch, [session], [progress, trials, watch])
     refresh.click(on_refresh, None, [chosen])
     job_outputs = [job_line, job_log, job_timer]
-    launch.click(on_launch, [session, space, name, resume, overrides], job_outputs)
+    launch.click(on_launch, [session, space, name, resume, overrides],
+                 [*job_outputs, remembered])
+    page.load(on_load, [session, remembered], [*job_outputs, remembered])
     job_timer.tick(on_job_tick, [session], job_outputs)
     stop.click(on_stop, [session], job_outputs)

@@ -207,13 +207,13 @@ def started_by(token: str | None, started: list[TrainRun]) -> TrainRun | None:
     return next((run for run in started if token and run.token == token), None)
 
 
-def build(places: Places, session: gr.State, page: gr.Blocks, *, gpus: float,
-          started: list[TrainRun]) -> None:
+def build(places: Places, session: gr.State, page: gr.Blocks, remembered: gr.BrowserState, *,
+          gpus: float, started: list[TrainRun]) -> None:
     """The tab's components and events (inside a ``gr.Tab`` of ``page``); ``started`` collects
-    the runs this page starts. A browser keeps the token of the run it started, so a reloaded
-    page takes that run back (curves, Stop); other browsers never see it."""
+    the runs this page starts. A browser keeps the token of the run it started in
+    ``remembered`` (:data:`RUN_KEY`), so a reloaded page takes that run back (curves, Stop);
+    other browsers never see it."""
     ckpts = checkpoints(places)
-    remembered = gr.BrowserState(None, storage_key=RUN_KEY)
     with gr.Row():
         dataset = gr.Dropdown(DATASETS.names(), value="cifar10", label="dataset",
                               elem_id="train-dataset")

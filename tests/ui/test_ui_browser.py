@@ -308,7 +308,8 @@ def test_studies_shows_a_committed_studys_paper_table_figures_and_trials(page, t
     assert "train.epoch" in status_line(page, "launch-status")
 
 
-def test_a_study_file_launched_as_a_ray_job_runs_and_then_opens(page, server, tmp_path):
+def test_a_study_file_launched_as_a_ray_job_runs_is_followed_after_a_reload_and_opens(
+        page, server, tmp_path):
     base = {"seed": 0, "data": {"dataset": "synthetic", "imb_factor": 10, "synthetic": {
         "num_classes": 4, "n_max": 48, "image_size": 8, "test_per_class": 16}},
         "train": {"epochs": 3, "batch_size": 32, "precision": "fp32"}}
@@ -323,6 +324,9 @@ def test_a_study_file_launched_as_a_ray_job_runs_and_then_opens(page, server, tm
     fill(page, "launch-overrides", "train.epochs=1")
     page.click("#launch-start")
     wait_status(page, "launch-status", "submitted")
+    page.reload()  # the browser kept the job: the reloaded page follows it again
+    page.get_by_role("tab", name="Studies").click()
+    page.get_by_text("launch a study as a Ray job").click()
     page.wait_for_selector("#launch-status .lt-status:has-text(': SUCCEEDED'), "
                            "#launch-status .lt-status:has-text(': FAILED')", timeout=150_000)
     study = server.root / "results" / "launched"
