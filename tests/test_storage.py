@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -241,11 +242,16 @@ def test_parent_of_paths_and_uris(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_gcs_without_credentials_fails_in_seconds_not_minutes():
+def test_gcs_without_credentials_fails_in_seconds_not_minutes(monkeypatch):
     """gs:// without credentials used to retry the token request for minutes (a sweep hung
-    over 90 s and ignored Ctrl-C); its retries are bounded, so the first call fails with an
-    OSError naming the location (the sweep turns it into one error line)."""
+    over 90 s and ignored Ctrl-C); its retries are bounded by GCS_RETRY_LIMIT_S (set lower
+    here to keep the suite fast: unbounded, this call outlives the test's timeout), so the
+    first call fails with an OSError naming the location (the sweep turns it into one error
+    line)."""
+    monkeypatch.setattr(storage, "GCS_RETRY_LIMIT_S", 2.0)
+    started = time.monotonic()
     with pytest.raises(OSError, match="gs://lt-ray-no-such-bucket/x"):
         storage.is_file("gs://lt-ray-no-such-bucket/x/study.json")
+    assert time.monotonic() - started < 60
     fs, _ = storage.filesystem("gs://b/x?retry_limit_seconds=2")  # a URI's own limit is kept
     assert type(fs).__name__ == "GcsFileSystem"
