@@ -8,9 +8,9 @@ stage-1 model. The run is validated here, as the CLI would, before anything star
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ class TrainRun:
     started: float = field(default_factory=time.time)
     stopping: bool = False
     outcome: TrainOutcome | None = None
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # kept by its browser only
+    token: str = field(default_factory=lambda: secrets.token_hex(16))  # its browser keeps it
 
 
 @dataclass
