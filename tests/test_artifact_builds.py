@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from lt_ray import artifacts
 
 
@@ -68,6 +70,16 @@ def _stage(epochs: int):
     return resolve(ExperimentConfig.from_dict(raw))
 
 
+def _stopped_build(root: str, stage) -> Path:
+    """Build ``stage`` under ``root``, which a signal must stop; the build folder it keeps."""
+    from lt_ray import experiment
+
+    with pytest.raises(KeyboardInterrupt):
+        experiment.build_artifact(root, stage)
+    (kept,) = Path(root).glob(".building-*")
+    return kept
+
+
 def test_a_build_stopped_on_a_signal_keeps_its_checkpoint_and_the_next_one_resumes_it(
         tmp_path, monkeypatch):
     from lt_ray import engine, experiment
@@ -83,13 +95,7 @@ def test_a_build_stopped_on_a_signal_keeps_its_checkpoint_and_the_next_one_resum
         return real_fit(method, data, cfg, **{**kwargs, "report": report})
 
     monkeypatch.setattr(experiment, "fit", fit_then_stop)
-    try:
-        experiment.build_artifact(root, stage)
-    except KeyboardInterrupt:
-        pass
-    else:
-        raise AssertionError("the build was not stopped")
-    (kept,) = (tmp_path / "artifacts").glob(".building-*")
+    kept = _stopped_build(root, stage)
     assert (kept / artifacts.INTERRUPTED).exists() and (kept / "checkpoint.pt").is_file()
     assert artifacts.sweep_stale_builds(root) == []  # resumable: not swept
 
@@ -122,13 +128,7 @@ def test_a_build_stopped_while_it_writes_a_checkpoint_is_stopped_not_failed(
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", second_save_stops)
-    try:
-        experiment.build_artifact(root, stage)
-    except KeyboardInterrupt:
-        pass
-    else:
-        raise AssertionError("the build was not stopped")
-    (kept,) = (tmp_path / "artifacts").glob(".building-*")
+    kept = _stopped_build(root, stage)
     assert sorted(p.name for p in kept.iterdir()) == [artifacts.INTERRUPTED, "checkpoint.pt",
                                                       "config.yaml", "progress.jsonl"]
     assert torch.load(kept / "checkpoint.pt", weights_only=False)["epoch"] == 1
